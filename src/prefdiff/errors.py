@@ -1,0 +1,17 @@
+"""User-facing errors. Each message names the file, row or key that is wrong."""
+
+
+class PrefdiffError(Exception):
+    """Base class: the CLI prints the message and exits with status 2, no traceback."""
+
+
+class ConfigError(PrefdiffError):
+    """A config key is unknown, has the wrong type, or a value is out of range."""
+
+
+class ModelLoadError(PrefdiffError):
+    """A directory is not a supported diffusers pipeline."""
+
+
+class DataError(PrefdiffError):
+    """A dataset is missing, empty or malformed."""

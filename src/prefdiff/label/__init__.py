@@ -1,0 +1,1 @@
+"""The preference labelling app. Never imports torch."""
