@@ -1,1 +1,10 @@
-"""The preference labelling app. Never imports torch."""
+"""The preference labelling app: pairwise human votes, several raters per comparison, majority
+vote, exports. Never imports torch; it talks to the rest of prefdiff only through files (it
+reads `prefdiff generate` manifests and pairs files, and writes vote tables, Pick-a-Pic-format
+parquet and `summary.json`).
+
+Modules: `db` (engine, SQLite pragmas, Alembic migrations), `schema` (tables), `sources`
+(manifest / pairs readers), `studies` (creating studies and raters), `assign` (handing out
+comparisons, recording votes), `stats` (majority, agreement, Wilson interval), `export`,
+`security`, `app` / `admin` (the FastAPI web app) and `cli` (`prefdiff label ...`).
+"""
