@@ -197,3 +197,66 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@dataclass
+class Env:
+    """An in-process app with one evaluation study and some raters."""
+
+    client: object  # fastapi.testclient.TestClient
+    db_url: str
+    study_id: int
+    tokens: list[str]
+    admin: dict[str, str]
+
+    def next(self, token: str) -> dict:
+        """GET the rater's next assignment (asserting 200)."""
+        response = self.client.get(f"/api/r/{token}/next")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def vote(self, token: str, assignment_id: int, choice: str = "left", question: str = "preference"):
+        """POST a vote; returns the response."""
+        return self.client.post(
+            f"/api/r/{token}/votes",
+            json={"assignment_id": assignment_id, "question": question, "choice": choice},
+        )
+
+    def sql(self, query: str, **params: object) -> list[tuple]:
+        """Run a read query on the app's database."""
+        from sqlalchemy import text
+
+        with self.client.app.state.db.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(query), params).all()]
+
+
+def make_env(db_url: str, runs: tuple[Path, Path], raters: int = 4, k: int = 3,
+             allow_ties: bool = True, questions: list[str] | None = None,
+             rate_per_s: float = 0.0) -> Env:  # fmt: skip
+    """Create the app, an evaluation study of `runs` (k raters per comparison) and raters."""
+    from fastapi.testclient import TestClient
+
+    from prefdiff.label.app import AppSettings, create_app
+
+    app = create_app(AppSettings(db=db_url, admin_token=ADMIN_TOKEN, rate_per_s=rate_per_s, rate_burst=2))
+    client = TestClient(app)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"name": "tuned-vs-base", "kind": "evaluation", "run_a": str(runs[0]), "run_b": str(runs[1]),
+            "raters_per_comparison": k, "allow_ties": allow_ties, "questions": questions}  # fmt: skip
+    response = client.post("/api/admin/studies", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    study_id = response.json()["id"]
+    tokens: list[str] = []
+    if raters:
+        response = client.post(f"/api/admin/studies/{study_id}/raters", json={"count": raters}, headers=admin)
+        assert response.status_code == 201, response.text
+        tokens = [r["token"] for r in response.json()["raters"]]
+    return Env(client, db_url, study_id, tokens, admin)
+
+
+@pytest.fixture
+def env(db_url: str, runs: tuple[Path, Path]) -> Iterator[Env]:
+    """The default `Env`: 6 comparisons, 3 raters each, 4 raters, ties allowed."""
+    environment = make_env(db_url, runs)
+    yield environment
+    environment.client.app.state.db.dispose()
