@@ -1,0 +1,24 @@
+"""TrainState: what, beside weights and optimizer, makes a resumed run continue exactly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class TrainState:
+    """``global_step``: optimizer steps done. ``next_slot``: the first data-stream slot not yet
+    consumed (the data position). ``pairs_seen``: pairs consumed by the whole job."""
+
+    global_step: int = 0
+    next_slot: int = 0
+    pairs_seen: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.global_step = int(state["global_step"])
+        self.next_slot = int(state["next_slot"])
+        self.pairs_seen = int(state["pairs_seen"])
