@@ -125,12 +125,13 @@ def admin_create_study(
     """Create a study from server-side paths (generation runs, or a pairs file/folder)."""
     _admin_form(request, csrf)
     specs = list(questions or []) + ([custom_question] if custom_question.strip() else [])
+    parsed = studies.parse_questions(specs)
     source = studies.load_source(
         kind, run_a=Path(run_a) if run_a else None, run_b=Path(run_b) if run_b else None,
         pairs=Path(pairs) if pairs else None,
     )  # fmt: skip
     options = studies.StudyOptions(
-        name=name, questions=studies.parse_questions(specs), allow_ties=allow_ties,
+        name=name, questions=parsed, allow_ties=allow_ties,
         raters_per_comparison=raters_per_comparison,
     )  # fmt: skip
     study_id = studies.create_study(database(request), source, options)
@@ -248,13 +249,14 @@ def api_studies(request: Request) -> list[dict[str, Any]]:
 def api_create_study(request: Request, body: StudyCreate) -> dict[str, Any]:
     """Create a study; returns its id."""
     _admin_api(request)
+    questions = studies.parse_questions(body.questions)
     source = studies.load_source(
         body.kind, run_a=Path(body.run_a) if body.run_a else None,
         run_b=Path(body.run_b) if body.run_b else None, pairs=Path(body.pairs) if body.pairs else None,
         name_a=body.name_a, name_b=body.name_b,
     )  # fmt: skip
     options = studies.StudyOptions(
-        name=body.name, questions=studies.parse_questions(body.questions),
+        name=body.name, questions=questions,
         allow_ties=body.allow_ties, raters_per_comparison=body.raters_per_comparison,
         assignment_ttl_s=body.assignment_ttl_s,
     )  # fmt: skip

@@ -89,31 +89,39 @@ def check_same_origin(request: Request) -> None:
         raise HTTPException(403, "cross-origin request refused")
 
 
+def error_response(request: Request, status: int, detail: Any, headers: Any = None) -> Response:
+    """JSON errors for the API (`/api/...`), an HTML page for everything else."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "detail": detail}, status_code=status,
+        headers=headers,
+    )  # fmt: skip
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     status = {NotFoundError: 404, BadRequestError: 400, ConflictError: 409, StudyError: 400}
 
     for error_type, code in status.items():
 
-        def handler(_request: Request, exc: Exception, code: int = code) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=code)
+        def handler(request: Request, exc: Exception, code: int = code) -> Response:
+            return error_response(request, code, str(exc))
 
         app.add_exception_handler(error_type, handler)
 
-    def validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    def validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
         ]
+        if not request.url.path.startswith("/api/"):
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+            return error_response(request, 422, f"malformed request ({detail})")
         return JSONResponse({"detail": "malformed request", "errors": errors}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, validation)
 
     def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api/") or request.method != "GET":
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return templates.TemplateResponse(
-            request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-            status_code=exc.status_code,
-        )  # fmt: skip
+        return error_response(request, exc.status_code, exc.detail, exc.headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
 

@@ -129,10 +129,11 @@ def create_study(
     from prefdiff.label.studies import StudyOptions, add_raters, load_source, parse_questions
     from prefdiff.label.studies import create_study as create
 
-    database = _database(db)
+    questions = parse_questions(question)
     source = load_source(kind, run_a=run_a, run_b=run_b, pairs=pairs, name_a=name_a, name_b=name_b)
+    database = _database(db)
     options = StudyOptions(
-        name=name, questions=parse_questions(question), allow_ties=ties,
+        name=name, questions=questions, allow_ties=ties,
         raters_per_comparison=raters_per_comparison, assignment_ttl_s=assignment_ttl,
     )  # fmt: skip
     study_id = create(database, source, options)
