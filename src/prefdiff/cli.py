@@ -3,6 +3,8 @@ so that `prefdiff --help` and the label app stay fast and torch-free."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +20,30 @@ app = typer.Typer(
 )
 app.add_typer(label_app, name="label")
 
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted config overrides, e.g. optim.lr=1e-6 objective.beta=2500 train.max_steps=100."),
+]
 
 
+def _quiet_libraries() -> None:
+    """Keep the console for prefdiff's own progress: silence library chatter and download hints."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("transformers", "diffusers", "accelerate", "peft", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 @app.command()
@@ -28,6 +52,96 @@ def version() -> None:
     from prefdiff import __version__
 
     typer.echo(__version__)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML recipe (see configs/).")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="'latest' (newest checkpoint in output_dir) or a checkpoint directory.")
+    ] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Train with Diffusion-DPO (or SFT) on a diffusers pipeline directory."""
+    _quiet_libraries()
+    from prefdiff.config import load_config
+    from prefdiff.train.loop import train as run_training
+
+    cfg = load_config(config, overrides or [])
+    result = run_training(cfg, resume=resume)
+    typer.echo(f"done: {result.state.global_step} steps; weights in {result.final_weights}")
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML recipe to resolve.")] = None,
+    reference: Annotated[bool, typer.Option(help="List every key with its default and help text.")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """Print the resolved config (defaults <- recipe <- overrides), or the key reference."""
+    from prefdiff.config import describe, dump_yaml, load_config
+
+    if reference:
+        for key, default, help_text in describe():
+            typer.echo(f"{key} = {default}\n    {help_text}")
+        return
+    typer.echo(dump_yaml(load_config(config, overrides or [])), nl=False)
+
+
+@app.command("make-tiny")
+def make_tiny(
+    out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")],
+    family: Annotated[str, typer.Option(help="'sd' (StableDiffusionPipeline) or 'sdxl' (StableDiffusionXLPipeline).")] = "sd",
+    prediction_type: Annotated[str, typer.Option(help="'epsilon' or 'v_prediction'.")] = "epsilon",
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Build a random-init tiny SD or SDXL pipeline offline and save it in diffusers format."""
+    _quiet_libraries()
+    from prefdiff.errors import PrefdiffError
+    from prefdiff.models.tiny import build_tiny_pipeline
+
+    if family not in ("sd", "sdxl"):
+        raise PrefdiffError(f"--family {family!r}: expected 'sd' or 'sdxl'")
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise PrefdiffError(f"--prediction-type {prediction_type!r}: expected 'epsilon' or 'v_prediction'")
+    build_tiny_pipeline(out, family, prediction_type, seed)  # type: ignore[arg-type]
+    typer.echo(f"tiny {family} pipeline written to {out}")
+
+
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Option(help="A diffusers pipeline directory.")],
+    prompt: Annotated[list[str], typer.Option(help="Prompt text (repeat for several).")],
+    out: Annotated[Path, typer.Option(help="Directory for the PNGs.")],
+    lora: Annotated[Path | None, typer.Option(help="A LoRA directory written by `prefdiff train`.")] = None,
+    unet: Annotated[Path | None, typer.Option(help="A full UNet directory written by `prefdiff train` (lora.enabled=false).")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed(s); one image per prompt and seed.")] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
+    guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    resolution: Annotated[int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
+) -> None:
+    """Generate PNGs from a pipeline, optionally with trained LoRA weights or a tuned UNet."""
+    _quiet_libraries()
+    from prefdiff.evaluate.generate import generate_pngs
+
+    paths = generate_pngs(
+        model, prompt, seed or [0], out, lora=lora, unet=unet, steps=steps, guidance_scale=guidance_scale,
+        resolution=resolution, negative_prompt=negative_prompt,
+    )
+    typer.echo(f"wrote {len(paths)} image(s) to {out}")
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Directory for everything the quickstart makes.")] = Path("runs/quickstart"),
+    overrides: Overrides = None,
+) -> None:
+    """Build a tiny pipeline and a small preference dataset, train DPO-LoRA, and generate."""
+    _quiet_libraries()
+    from prefdiff.quickstart import run_quickstart
+
+    run_quickstart(out, overrides or [])
 
 
 def main() -> None:

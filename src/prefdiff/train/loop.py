@@ -85,7 +85,7 @@ def _tracker_config(config: Config) -> dict[str, Any]:
 
 def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
     """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint path."""
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -94,23 +94,25 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
 
     run_dir = Path(config.output_dir)
     cfg_t = config.train
-    accum = _accumulation_steps(config, PartialState().num_processes)
     accelerator = Accelerator(
         mixed_precision=cfg_t.mixed_precision,
-        gradient_accumulation_steps=accum,
         log_with=None if cfg_t.report_to == "none" else cfg_t.report_to,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
+    accum = _accumulation_steps(config, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = accum
     weight_dtype = DTYPES[cfg_t.mixed_precision]
     device = accelerator.device
     resume_path = resolve_resume(run_dir, resume)
 
+    # ---- inputs first, so that a bad model or dataset fails before anything is written
+    backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
+    pairs = load_pairs(config)
     if accelerator.is_main_process:
         write_run_info(run_dir, config, {"processes": accelerator.num_processes, "grad_accum_steps": accum})
 
     # ---- model, reference, objective
     torch.manual_seed(cfg_t.seed)  # LoRA init
-    backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
     backbone.to(device, weight_dtype)
     unet = backbone.unet
     if config.lora.enabled:
@@ -142,10 +144,17 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
 
     # ---- data
-    pairs = load_pairs(config)
     stream = PairStream(pairs, config.data.resolution, cfg_t.seed, config.data.center_crop, config.data.random_flip)
     sampler = SlotBatchSampler(state.next_slot, cfg_t.batch_size, accelerator.process_index, accelerator.num_processes)
-    loader = DataLoader(stream, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=config.data.num_workers)
+    # Its own generator: creating the iterator must not draw from the global RNG, or a resumed
+    # run's dropout masks would drift from the uninterrupted run's.
+    loader = DataLoader(
+        stream,
+        batch_sampler=sampler,
+        collate_fn=collate_pairs,
+        num_workers=config.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg_t.seed),
+    )
     batches = iter(loader)
 
     if cfg_t.report_to != "none":

@@ -1,0 +1,5 @@
+"""`python -m prefdiff` runs the CLI."""
+
+from prefdiff.cli import main
+
+main()

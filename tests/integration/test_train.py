@@ -1,0 +1,128 @@
+"""The training loop on the tiny pipeline: LoRA updates, invariances, resume, outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prefdiff.models import load_backbone
+from prefdiff.models.lora import lora_state_dict
+from prefdiff.train.loop import train
+
+from .helpers import assert_same_weights, lora_weights, metrics, tiny_config
+
+
+def test_one_dpo_step_changes_lora_and_not_base(tiny_sd, shapes_parquet, tmp_path):
+    backbone = load_backbone(tiny_sd)
+    base_before = {k: v.clone() for k, v in backbone.unet.state_dict().items()}
+    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=1")
+    result = train(config, backbone=backbone)
+    unet = backbone.unet
+    lora = lora_state_dict(unet)
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in lora.items()), "B moved off zero"
+    base_after = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items() if "lora_" not in k}
+    assert base_after.keys() == base_before.keys()
+    for key, value in base_before.items():
+        assert torch.equal(value, base_after[key]), f"base weight {key} changed"
+    row = metrics(result.run_dir)[0]
+    assert row["loss"] == pytest.approx(0.693147, abs=1e-4)  # ln 2 at initialisation
+    for key in ("implicit_acc", "reward_margin", "winner_term", "loser_term", "policy_err_w", "ref_err_l", "grad_norm", "lr"):
+        assert key in row
+
+
+@pytest.mark.parametrize("objective", ["dpo", "sft"])
+def test_grad_accumulation_1x8_2x4_8x1_give_the_same_update(tiny_sd, shapes_parquet, tmp_path, objective):
+    """Eight pairs per optimizer step, split 1x8, 2x4 or 8x1: the same gradient (logged norm) and
+    the same weights. Adam's eps is raised to 1e-2 so that its update is a smooth function of the
+    gradient: with eps=1e-8, coordinates whose gradient is ~1e-8 turn float round-off (summation
+    order) into sign flips of a full lr-sized step, which would hide real differences in noise.
+    beta is 500: DPO multiplies a difference of two ~1.1 errors by beta/2, so fp32 round-off that
+    depends on the batch shape (~1e-7) is amplified by beta; at 5000 it reaches 1e-4 in step 2."""
+    runs = {}
+    for batch, accum in ((1, 8), (2, 4), (8, 1)):
+        out = tmp_path / f"b{batch}a{accum}"
+        config = tiny_config(
+            tiny_sd, shapes_parquet, out, f"train.batch_size={batch}", f"train.grad_accum_steps={accum}",
+            f"objective.name={objective}", "optim.eps=1e-2", "objective.beta=500",
+        )
+        train(config)
+        runs[(batch, accum)] = (lora_weights(out), metrics(out))
+    reference_weights, reference_metrics = runs[(8, 1)]
+    for key in ((1, 8), (2, 4)):
+        weights, rows = runs[key]
+        assert_same_weights(weights, reference_weights, atol=2e-6)
+        for a, b in zip(rows, reference_metrics, strict=True):
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path):
+    """4 steps straight vs 2 steps, stop, resume to 4: same weights. LoRA dropout makes the
+    torch RNG matter, warm-up makes the scheduler state matter, the data stream the position."""
+    common = ("train.checkpoint_every=2", "lora.dropout=0.1", "optim.warmup_steps=3", "data.random_flip=true")
+    straight = tiny_config(tiny_sd, shapes_parquet, tmp_path / "straight", "train.max_steps=4", *common)
+    train(straight)
+    first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)
+    train(first)
+    second = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=4", *common)
+    result = train(second, resume="latest")
+    assert result.state.global_step == 4 and result.state.next_slot == 8
+    assert_same_weights(lora_weights(tmp_path / "resumed"), lora_weights(tmp_path / "straight"), atol=1e-7)
+    resumed_rows = metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed_rows] == [1, 2, 3, 4]
+    assert resumed_rows[-1]["loss"] == pytest.approx(metrics(tmp_path / "straight")[-1]["loss"], rel=1e-6)
+    # keep_last: only the newest checkpoints stay
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+
+
+def test_full_finetune_saves_unet_and_moves_weights(tiny_sd, shapes_parquet, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "full", "lora.enabled=false", "optim.lr=1e-4")
+    result = train(config)
+    assert result.final_weights.name == "unet"
+    tuned = UNet2DConditionModel.from_pretrained(str(result.final_weights))
+    base = UNet2DConditionModel.from_pretrained(str(tiny_sd), subfolder="unet")
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed, "full fine-tuning changed no weight"
+    assert metrics(result.run_dir)[0]["loss"] == pytest.approx(0.693147, abs=1e-4)
+
+
+def test_saved_lora_loads_with_load_lora_weights_and_changes_output(tiny_sd, shapes_parquet, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=3", "optim.lr=1e-2")
+    train(config)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
+    pipe.set_progress_bar_config(disable=True)
+
+    def sample():
+        return pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    before = sample()
+    pipe.load_lora_weights(str(tmp_path / "run" / "lora"))
+    after = sample()
+    assert abs(after - before).max() > 1e-4
+
+
+def test_run_directory_records_config_version_and_commit(tiny_sd, shapes_parquet, tmp_path):
+    import json
+
+    import yaml
+
+    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=1", "objective.beta=2500")
+    train(config)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["objective"]["beta"] == 2500.0 and saved["model"]["path"] == str(tiny_sd)
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["prefdiff_version"] and "git_commit" in info
+
+
+def test_empty_dataset_is_a_clear_error(tiny_sd, tmp_path):
+    from prefdiff.errors import DataError
+    from prefdiff.toy.synthetic import write_shapes_parquet
+
+    only_ties = write_shapes_parquet(tmp_path / "ties.parquet", num_rows=4, size=32, tie_fraction=1.0)
+    with pytest.raises(DataError, match=r"no usable pairs \(kept 0, dropped 4 \(tie"):
+        train(tiny_config(tiny_sd, only_ties, tmp_path / "run"))

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from prefdiff.config import Config, describe, load_config
+from prefdiff.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def test_overrides_parse_types():
+    cfg = load_config(None, ["optim.lr=1e-6", "objective.beta=2500", "lora.enabled=false", "train.validation_prompts=[a cat, a dog]"])
+    assert cfg.optim.lr == 1e-6 and isinstance(cfg.optim.lr, float)
+    assert cfg.objective.beta == 2500.0
+    assert cfg.lora.enabled is False
+    assert cfg.train.validation_prompts == ["a cat", "a dog"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+        ("nope.x=1", "unknown config key 'nope'"),
+        ("train.max_steps=ten", "'train.max_steps': expected an integer"),
+        ("lora.enabled=maybe", "'lora.enabled': expected true/false"),
+        ("optim.name=sgdx", "'optim.name'"),
+        ("data.resolution=30", "'data.resolution' must be a positive multiple of 8"),
+        ("train.max_steps", "not of the form key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_yaml_unknown_key_names_file_and_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.max_stepz'"):
+        load_config(recipe)
+
+
+def test_every_field_has_help():
+    rows = describe(Config)
+    assert len(rows) > 30
+    missing = [key for key, _, help_text in rows if not help_text]
+    assert missing == []
+
+
+def test_recipes_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny_dpo_lora.yaml", "sd15_dpo_lora.yaml", "sd15_dpo_full.yaml", "sdxl_dpo_lora.yaml", "sdxl_dpo_full.yaml"} <= names
+
+
+@pytest.mark.parametrize("recipe", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_recipe_loads_and_validates(recipe):
+    cfg = load_config(recipe)
+    assert cfg.train.max_steps >= 1
+    if recipe.name.startswith(("sd15", "sdxl")):
+        # the paper's setups: effective batch 2048, lr 1e-8 per pair, beta in [2000, 5000], warm-up
+        assert cfg.train.global_batch_pairs == 2048
+        assert cfg.optim.lr == pytest.approx(2048 * 1e-8)
+        assert 2000 <= cfg.objective.beta <= 5000
+        assert cfg.optim.warmup_steps > 0
+        assert cfg.optim.name == ("adafactor" if recipe.name.startswith("sdxl") else "adamw")
