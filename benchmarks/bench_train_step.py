@@ -1,0 +1,211 @@
+"""Throughput and peak memory of one training step: DPO (LoRA and full) against SFT.
+
+    python benchmarks/bench_train_step.py [--unet tiny|small|sd15] [--pairs B] [--steps N]
+                                          [--device cpu|cuda] [--dtype fp32|bf16]
+
+Every mode runs the real step (`prefdiff.train.step.micro_batch_loss` + backward + optimizer)
+on cached latents and text conditioning, so the VAE and the text encoder are out of the timing,
+as they are when training from a cache. Modes are timed in interleaved rounds inside one process
+(side by side), then each mode's peak memory is measured in a fresh subprocess (weights + step growth of
+peak RSS on CPU, torch.cuda.max_memory_allocated on GPU).
+
+Modes, all over the same 2B images:
+  dpo_lora  B pairs, policy fwd+bwd on [w; l] (2B) + one no-grad reference fwd (adapters off)
+  dpo_full  the same with full fine-tuning and a frozen reference copy
+  sft_lora  2B winners, fwd+bwd only (the floor for DPO is ~4/3 of this: one extra forward)
+  sft_full  the same, full fine-tuning
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+UNETS = {
+    # the tiny pipeline's own UNet (prefdiff make-tiny)
+    "tiny": None,
+    # a small SD-shaped UNet: still CPU-friendly, less overhead-dominated than tiny
+    "small": dict(block_out_channels=(64, 128, 256), layers_per_block=1, cross_attention_dim=32,
+                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                  attention_head_dim=8, norm_num_groups=32),
+    # SD1.5's UNet shape (860M parameters): use on a GPU
+    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8),
+}
+MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full")
+
+
+def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
+    from diffusers import UNet2DConditionModel
+
+    from prefdiff.config import LoraConfig, OptimConfig
+    from prefdiff.models import load_backbone
+    from prefdiff.models.lora import add_lora
+    from prefdiff.objectives import DPOObjective, SFTObjective
+    from prefdiff.train.optim import build_optimizer
+    from prefdiff.train.reference import AdapterDisabledReference, FrozenCopyReference
+    from prefdiff.train.step import StepContext
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    torch.manual_seed(0)
+    backbone = load_backbone(pipeline_dir)
+    spec = UNETS[args.unet]
+    if spec is not None:
+        backbone.unet = UNet2DConditionModel(sample_size=args.latent, in_channels=4, out_channels=4, **spec)
+    unet = backbone.unet
+    cross_dim = unet.config.cross_attention_dim
+    lora = mode.endswith("lora")
+    objective = DPOObjective(beta=5000.0) if mode.startswith("dpo") else SFTObjective()
+    if lora:
+        unet.to(device, dtype)
+        add_lora(unet, LoraConfig(rank=args.rank, alpha=args.rank))
+    else:
+        unet.to(device).float().requires_grad_(True)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    reference = None
+    if objective.needs_reference:
+        reference = AdapterDisabledReference(unet, autocast) if lora else FrozenCopyReference(unet, dtype, autocast)
+    optimizer = build_optimizer([p for p in unet.parameters() if p.requires_grad], OptimConfig(lr=1e-6))
+    pairs = args.pairs if objective.needs_losers else 2 * args.pairs  # the same 2B images
+    shape = (pairs, 4, args.latent, args.latent)
+    batch = {
+        "slots": list(range(pairs)),
+        "winner_latent_mean": torch.randn(shape), "winner_latent_std": torch.full(shape, 0.01),
+        "loser_latent_mean": torch.randn(shape), "loser_latent_std": torch.full(shape, 0.01),
+        "prompt_cond": {"encoder_hidden_states": torch.randn(pairs, 77, cross_dim)},
+        "original_size": torch.full((2 * pairs, 2), 512), "crop_top_left": torch.zeros(2 * pairs, 2),
+    }
+    ctx = StepContext(backbone, objective, reference, seed=0, resolution=args.latent * 2, device=device)
+    return ctx, unet, optimizer, batch, autocast
+
+
+def one_step(ctx, unet, optimizer, batch, autocast) -> None:
+    from prefdiff.train.step import micro_batch_loss
+
+    with autocast():
+        out = micro_batch_loss(ctx, unet, batch)
+    out.loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_modes(args: argparse.Namespace, pipeline_dir: Path) -> dict[str, float]:
+    """Seconds per step for each mode, from interleaved rounds (median of rounds)."""
+    built = {mode: build(args, mode, pipeline_dir) for mode in args.modes}
+    for mode in args.modes:
+        for _ in range(args.warmup):
+            one_step(*built[mode])
+    samples: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    for _ in range(args.rounds):
+        for mode in args.modes:
+            sync(args.device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                one_step(*built[mode])
+            sync(args.device)
+            samples[mode].append((time.perf_counter() - start) / args.steps)
+    return {mode: sorted(v)[len(v) // 2] for mode, v in samples.items()}
+
+
+def peak_memory(args: argparse.Namespace, mode: str, pipeline_dir: Path) -> float:
+    """MiB for 3 steps of ``mode`` in a fresh process: peak CUDA allocation, or on CPU the UNet
+    weights (and the frozen reference copy) plus the growth of peak RSS during the steps."""
+    cmd = [sys.executable, __file__, "--child-memory", mode, "--pipeline", str(pipeline_dir)] + args.passthrough
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", choices=list(UNETS), default="tiny")
+    parser.add_argument("--pairs", type=int, default=4, help="B: pairs per DPO step (SFT gets 2B winners)")
+    parser.add_argument("--latent", type=int, default=16, help="latent side (pixels / 8 for SD, / 2 for tiny)")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.passthrough = [
+        "--unet", args.unet, "--pairs", str(args.pairs), "--latent", str(args.latent), "--rank", str(args.rank),
+        "--device", args.device, "--dtype", args.dtype,
+    ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+
+    if args.child_memory:
+        # CUDA: peak allocation of the whole process. CPU: growth of peak RSS over the steps,
+        # i.e. activations, gradients and optimizer state on top of the loaded weights (the
+        # imports and the pipeline load dominate RSS for small UNets and are the same for all).
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        ctx, unet, optimizer, batch, autocast = build(args, args.child_memory, args.pipeline)
+        weights = sum(t.numel() * t.element_size() for t in unet.parameters())
+        if ctx.reference is not None and hasattr(ctx.reference, "unet") and ctx.reference.unet is not unet:
+            weights += sum(t.numel() * t.element_size() for t in ctx.reference.unet.parameters())
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(3):
+            one_step(ctx, unet, optimizer, batch, autocast)
+        if args.device == "cuda":
+            print(torch.cuda.max_memory_allocated() / 2**20)
+        else:
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            print((grown * 1024 + weights) / 2**20)
+        return
+
+    from prefdiff.models.tiny import build_tiny_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline_dir = build_tiny_pipeline(Path(tmp) / "tiny", "sd")
+        seconds = time_modes(args, pipeline_dir)
+        memory = {mode: peak_memory(args, mode, pipeline_dir) for mode in args.modes}
+    images = 2 * args.pairs
+    print(f"UNet {args.unet}, latents {args.latent}x{args.latent}, {args.dtype} on {args.device}, "
+          f"{images} images per step ({args.pairs} pairs for DPO, {images} winners for SFT), torch threads {torch.get_num_threads()}")
+    print(f"{'mode':<10} {'ms/step':>9} {'pairs/s':>9} {'images/s':>9} {'mem MiB':>9}")
+    for mode in args.modes:
+        pairs_per_step = args.pairs if mode.startswith("dpo") else images
+        print(f"{mode:<10} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
+              f"{images / seconds[mode]:>9.2f} {memory[mode]:>9.0f}")
+    ratios = {}
+    for kind in ("lora", "full"):
+        if f"dpo_{kind}" in seconds and f"sft_{kind}" in seconds:
+            ratios[kind] = seconds[f"dpo_{kind}"] / seconds[f"sft_{kind}"]
+            print(f"DPO/SFT step time on the same {images} images ({kind}): {ratios[kind]:.2f}x (floor ~1.33x)")
+    if args.json:
+        args.json.write_text(json.dumps({"args": args.passthrough, "seconds": seconds, "peak_mib": memory, "dpo_over_sft": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
