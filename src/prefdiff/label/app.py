@@ -8,17 +8,23 @@ ever reaches its own assignments; images are served only through an assignment, 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefdiff.label import assign
@@ -26,6 +32,9 @@ from prefdiff.label.db import Database, migrate
 from prefdiff.label.errors import BadRequestError, ConflictError, NotFoundError, StudyError
 from prefdiff.label.security import GuardMiddleware, RateLimiter, resolve_image
 from prefdiff.label.studies import ensure_secret, has_admin_token, set_admin_token
+from prefdiff.label.writer import Writer
+
+T = TypeVar("T")
 
 PACKAGE_DIR = Path(__file__).parent
 templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
@@ -41,6 +50,7 @@ class AppSettings:
     rate_per_s: float = 30.0  # per rater token, or per client IP for other URLs
     rate_burst: int = 60
     secure_cookies: bool = False  # set for HTTPS deployments
+    threads: int = int(os.environ.get("PREFDIFF_LABEL_THREADS", "8"))  # request worker threads
 
 
 class VoteBody(BaseModel):
@@ -58,8 +68,22 @@ def create_app(settings: AppSettings) -> FastAPI:
     migrate(db)
     if settings.admin_token:
         set_admin_token(db, settings.admin_token)
-    app = FastAPI(title="prefdiff label", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Few worker threads: more only queue on the database and convoy on the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        # The thread holding the database write lock gives up the GIL at every SQLite call and
+        # must win it back each time; with the default 5 ms switch interval, that convoy
+        # dominates a write transaction under load. 0.5 ms keeps it short.
+        sys.setswitchinterval(float(os.environ.get("PREFDIFF_LABEL_SWITCH_INTERVAL", "0.0005")))
+        yield
+        app.state.writer.stop()
+
+    app = FastAPI(
+        title="prefdiff label", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.db = db
+    app.state.writer = Writer(db)
     app.state.settings = settings
     app.state.secret = ensure_secret(db)
     app.state.has_admin = has_admin_token(db)
@@ -133,6 +157,25 @@ def _rater(request: Request, token: str) -> assign.RaterView:
     return rater
 
 
+def _rater_in(session: Session, token: str) -> assign.RaterView:
+    rater = assign.find_rater(session, token)
+    if rater is None:
+        raise NotFoundError("unknown or disabled rater link")
+    return rater
+
+
+async def _with_retries(request: Request, job: Callable[[Session], T]) -> T:
+    """Run a write job through the app's single writer; retry when it lost a race with
+    another process (a unique constraint fired: nothing of it was committed)."""
+    writer: Writer = request.app.state.writer
+    for _attempt in range(5):
+        try:
+            return await writer.run(job)
+        except IntegrityError:
+            continue
+    raise ConflictError("could not complete the request because of concurrent updates; retry")
+
+
 def _next_json(request: Request, token: str, view: assign.AssignmentView | None) -> Any:
     return None if view is None else view.as_json(f"/api/r/{token}/image")
 
@@ -157,23 +200,32 @@ def _install_rater_routes(app: FastAPI) -> None:
         )
 
     @app.get("/api/r/{token}/next")
-    def next_comparison(request: Request, token: str) -> dict[str, Any]:
+    async def next_comparison(request: Request, token: str) -> dict[str, Any]:
         """The rater's current assignment (or a new one) and progress."""
-        rater = _rater(request, token)
-        view = assign.next_assignment(database(request), rater)
-        progress = assign.rater_progress(database(request), rater)
+
+        def job(session: Session) -> tuple[assign.AssignmentView | None, assign.Progress]:
+            rater = _rater_in(session, token)
+            view = assign.next_in_session(session, rater)
+            return view, assign.progress_in_session(session, rater)
+
+        view, progress = await _with_retries(request, job)
         return {"assignment": _next_json(request, token, view), "progress": progress.as_json()}
 
     @app.post("/api/r/{token}/votes")
-    def vote(request: Request, token: str, body: VoteBody) -> dict[str, Any]:
-        """Record a vote (committed before this answers) and return the next assignment."""
+    async def vote(request: Request, token: str, body: VoteBody) -> dict[str, Any]:
+        """Record a vote and return the next assignment. The answer is sent only after the
+        commit holding the vote has returned (see `writer`)."""
         check_same_origin(request)
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
             raise HTTPException(415, "send the vote as application/json")
-        rater = _rater(request, token)
-        result = assign.record_vote(database(request), rater, body.assignment_id, body.question, body.choice)
-        progress = assign.rater_progress(database(request), rater)
+
+        def job(session: Session) -> tuple[assign.VoteResult, assign.Progress]:
+            rater = _rater_in(session, token)
+            result = assign.vote_in_session(session, rater, body.assignment_id, body.question, body.choice)
+            return result, assign.progress_in_session(session, rater, exact=False)
+
+        result, progress = await _with_retries(request, job)
         return {
             "accepted": True,
             "duplicate": result.duplicate,

@@ -65,6 +65,15 @@ def make_engine(db: str, *, pool_size: int = 20, max_overflow: int = 30) -> Engi
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+def sqlite_synchronous() -> str:
+    """SQLite's `synchronous` setting: FULL unless $PREFDIFF_LABEL_SQLITE_SYNC says NORMAL
+    (which, in WAL mode, survives a crash of the server but not of the machine)."""
+    value = os.environ.get("PREFDIFF_LABEL_SQLITE_SYNC", "FULL").upper()
+    if value not in ("FULL", "NORMAL", "EXTRA"):
+        raise StudyError(f"PREFDIFF_LABEL_SQLITE_SYNC must be FULL, NORMAL or EXTRA, not {value!r}")
+    return value
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     """Pragmas on every connection, and our own BEGIN / BEGIN IMMEDIATE."""
 
@@ -73,7 +82,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's is too lazy)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()

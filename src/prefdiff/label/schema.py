@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -96,7 +97,11 @@ class Comparison(Base):
     """Two images of one prompt. In an evaluation study image 0 is run A's, image 1 run B's."""
 
     __tablename__ = "comparisons"
-    __table_args__ = (Index("ix_comparisons_study_assigned", "study_id", "n_assigned"),)
+    # The hand-out queue: "most raters first, then in order", walked by this index until the
+    # first comparison the rater has not had (see assign._candidate).
+    __table_args__ = (
+        Index("ix_comparisons_queue", "study_id", text("n_assigned DESC"), "position"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     position: Mapped[int] = mapped_column(Integer)

@@ -13,8 +13,13 @@
     return assignment.questions.find((q) => !q.answered) || null;
   }
 
+  // The exact number left comes with /next; after each vote the server sends only "done"
+  // (available = -1), and the page counts down from the last exact figure.
+  let base = { done: 0, available: 0 };
   function showProgress(progress) {
-    el("progress").textContent = `${progress.done} done · ${progress.available} left`;
+    if (progress.available >= 0) base = progress;
+    const left = Math.max(0, base.available - (progress.done - base.done));
+    el("progress").textContent = `${progress.done} done · ${left} left`;
   }
 
   function show(assignment) {
