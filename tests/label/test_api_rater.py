@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from conftest import Env, make_env
 
 
@@ -29,7 +30,7 @@ def test_rater_page(env: Env) -> None:
     page = env.client.get(f"/r/{env.tokens[0]}")
     assert page.status_code == 200
     assert f'data-api="/api/r/{env.tokens[0]}"' in page.text
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"  # links never leak to other sites
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert env.client.get("/r/not-a-real-token").status_code == 404
     assert env.client.get("/").status_code == 200
