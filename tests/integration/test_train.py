@@ -126,3 +126,33 @@ def test_empty_dataset_is_a_clear_error(tiny_sd, tmp_path):
     only_ties = write_shapes_parquet(tmp_path / "ties.parquet", num_rows=4, size=32, tie_fraction=1.0)
     with pytest.raises(DataError, match=r"no usable pairs \(kept 0, dropped 4 \(tie"):
         train(tiny_config(tiny_sd, only_ties, tmp_path / "run"))
+
+
+def test_v_prediction_bf16_checkpointing_adafactor_cosine(tiny_sd_v, shapes_parquet, tmp_path):
+    """The less-travelled options run together: v-prediction target, bf16 autocast with frozen
+    weights in bf16, gradient checkpointing, Adafactor and a cosine schedule after warm-up."""
+    config = tiny_config(
+        tiny_sd_v, shapes_parquet, tmp_path / "run", "train.max_steps=3", "train.mixed_precision=bf16",
+        "train.gradient_checkpointing=true", "optim.name=adafactor", "optim.scheduler=cosine", "optim.warmup_steps=1",
+    )
+    result = train(config)
+    rows = metrics(result.run_dir)
+    assert rows[0]["loss"] == pytest.approx(0.693147, abs=1e-3)
+    # warm-up 1 of 3 steps, then cosine over the remaining 2: multipliers 1, 1, 0.5
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-3, 5e-4], abs=1e-9)
+    assert all(torch.isfinite(v).all() for v in lora_weights(result.run_dir).values())
+
+
+def test_missing_optional_packages_are_clear_errors(tiny_sd, shapes_parquet, tmp_path):
+    from prefdiff.errors import ConfigError
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"adamw8bit needs bitsandbytes"):
+            train(tiny_config(tiny_sd, shapes_parquet, tmp_path / "a", "optim.name=adamw8bit"))
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"report_to=wandb needs wandb"):
+            train(tiny_config(tiny_sd, shapes_parquet, tmp_path / "b", "train.report_to=wandb"))

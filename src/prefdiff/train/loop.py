@@ -92,8 +92,18 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
 
     from prefdiff.data.dataset import PairStream, SlotBatchSampler, collate_pairs
 
+    from accelerate.state import AcceleratorState
+
     run_dir = Path(config.output_dir)
     cfg_t = config.train
+    # train() may run several times in one process (tests, the quickstart's DPO and SFT runs) with
+    # different precisions: forget the previous run's accelerator settings, keep the process group.
+    AcceleratorState._reset_state()
+    if cfg_t.report_to == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.report_to=wandb needs wandb: pip install 'prefdiff[wandb]'") from None
     accelerator = Accelerator(
         mixed_precision=cfg_t.mixed_precision,
         log_with=None if cfg_t.report_to == "none" else cfg_t.report_to,
@@ -181,6 +191,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
                 optimizer.zero_grad(set_to_none=True)
             for key, value in out.metrics.items():
                 sums[key] += float(value) / accum
+        step_lr = float(lr_scheduler.get_last_lr()[0])  # the lr this step used
         lr_scheduler.step()
         state.global_step += 1
         state.next_slot += pairs_per_step
@@ -190,7 +201,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         reduced = accelerator.reduce(torch.tensor([sums[k] for k in names], device=device), reduction="mean")
         last = {k: float(v) for k, v in zip(names, reduced.tolist(), strict=True)}
         last["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
-        last["lr"] = float(lr_scheduler.get_last_lr()[0])
+        last["lr"] = step_lr
         last["pairs_seen"] = float(state.pairs_seen)
         if accelerator.is_main_process:
             postfix = {"loss": f"{last['loss']:.4f}"}

@@ -56,3 +56,12 @@ def test_disabled_adapters_ignore_a_nonzero_lora(tiny_sd):
     assert not torch.allclose(policy, ref, atol=1e-4)
     assert backbone.unet._hf_peft_config_loaded  # adapters are enabled again afterwards
     assert torch.allclose(backbone.denoising_errors(backbone.unet, noisy, t, cond, target), policy)
+
+
+def test_lr_schedule_warmup_then_constant_or_cosine():
+    """warm-up 2 of 6 steps: (s+1)/2 for s < 2; constant: 1; cosine: 0.5(1+cos(pi*(s-2)/4))."""
+    from prefdiff.train.optim import lr_lambda
+
+    assert [lr_lambda(s, 2, 6, "constant") for s in range(6)] == [0.5, 1, 1, 1, 1, 1]
+    cosine = [lr_lambda(s, 2, 6, "cosine") for s in range(7)]
+    assert cosine == pytest.approx([0.5, 1.0, 1.0, 0.853553, 0.5, 0.146447, 0.0], abs=1e-6)
