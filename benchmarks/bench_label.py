@@ -20,6 +20,9 @@ import os
 import platform
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +32,26 @@ from loadgen import run_load  # noqa: E402
 from test_load import prepare  # noqa: E402
 
 from conftest import Server, free_port  # noqa: E402
+
+
+@contextmanager
+def fresh_database(db: str | None, workdir: Path) -> Iterator[str]:
+    """A new SQLite file, or a new schema in the PostgreSQL database `db` (dropped after)."""
+    if db is None or db.startswith("sqlite"):
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{db}{'&' if '?' in db else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
 
 
 def bench_once(db_url: str, workdir: Path, raters: int, votes: int, rate_limit: float) -> dict:
@@ -55,7 +78,8 @@ def bench_once(db_url: str, workdir: Path, raters: int, votes: int, rate_limit: 
 def main() -> None:
     """Parse options, run the benchmark `--repeat` times, print (and optionally save) JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: a fresh SQLite file)")
+    parser.add_argument("--db", default=None,
+                        help="PostgreSQL URL (a fresh schema is made in it); default: a fresh SQLite file")  # fmt: skip
     parser.add_argument("--raters", type=int, default=50)
     parser.add_argument("--votes", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=1)
@@ -66,16 +90,16 @@ def main() -> None:
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-label-") as tmp:
             workdir = Path(tmp)
-            db_url = args.db or f"sqlite:///{workdir / 'bench.db'}"
-            if args.db and args.repeat > 1:
-                raise SystemExit("--repeat needs a fresh database each time: use the SQLite default")
-            runs.append(bench_once(db_url, workdir, args.raters, args.votes, args.rate_limit))
+            with fresh_database(args.db, workdir) as db_url:
+                runs.append(bench_once(db_url, workdir, args.raters, args.votes, args.rate_limit))
             print(f"run {i + 1}: {json.dumps(runs[-1])}", file=sys.stderr)
     report = {
         "backend": (args.db or "sqlite").split(":", 1)[0],
+        "sqlite_synchronous": os.environ.get("PREFDIFF_LABEL_SQLITE_SYNC", "FULL"),
         "raters": args.raters,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
         "runs": runs,
+        "median_votes_per_s": sorted(r["votes_per_s"] for r in runs)[len(runs) // 2],
         "best_votes_per_s": max(r["votes_per_s"] for r in runs),
         "median_p50_ms": sorted(r["p50_ms"] for r in runs)[len(runs) // 2],
         "median_p99_ms": sorted(r["p99_ms"] for r in runs)[len(runs) // 2],
