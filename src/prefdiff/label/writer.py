@@ -80,22 +80,6 @@ class Writer:
         self._queue.put(_Job(function, deliver))
         return await future
 
-    def run_blocking(self, function: Callable[[Session], T]) -> T:
-        """Like `run`, from a thread that is not running an event loop."""
-        self._ensure_started()
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def deliver(result: T | None, error: BaseException | None) -> None:
-            box["result"], box["error"] = result, error
-            done.set()
-
-        self._queue.put(_Job(function, deliver))
-        done.wait()
-        if box["error"] is not None:
-            raise box["error"]
-        return box["result"]
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the queued jobs and end the thread."""
         if self._thread is None:
