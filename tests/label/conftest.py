@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PG_ENV = "PREFDIFF_TEST_PG_URL"
@@ -203,7 +204,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 class Env:
     """An in-process app with one evaluation study and some raters."""
 
-    client: object  # fastapi.testclient.TestClient
+    client: TestClient
     db_url: str
     study_id: int
     tokens: list[str]
@@ -215,7 +216,8 @@ class Env:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def vote(self, token: str, assignment_id: int, choice: str = "left", question: str = "preference"):
+    def vote(self, token: str, assignment_id: int, choice: str = "left",
+             question: str = "preference") -> httpx.Response:  # fmt: skip
         """POST a vote; returns the response."""
         return self.client.post(
             f"/api/r/{token}/votes",

@@ -4,6 +4,7 @@ never 500). Runs on SQLite and, with PREFDIFF_TEST_PG_URL, on PostgreSQL."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -284,7 +285,7 @@ def test_request_size_limit(env: Env) -> None:
     response = env.client.post(url, content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         for i in range(0, len(big), 8192):
             yield big[i : i + 8192]
 

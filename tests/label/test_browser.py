@@ -4,7 +4,9 @@ with the mouse and with the keyboard, then check the votes in the database."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,7 +23,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 @pytest.fixture
-def browser_context(tmp_path: Path):
+def browser_context(tmp_path: Path) -> Iterator[Any]:
     """A fresh headless Chromium profile (skips when Chromium or Playwright is missing)."""
     if CHROMIUM is None:
         pytest.skip("no chromium binary (scripts/install_system_test_deps.sh installs Debian's chromium)")
@@ -49,7 +51,7 @@ def _votes(db_url: str) -> list[tuple[int, str, int, bool]]:
         engine.dispose()
 
 
-def test_rater_votes_with_mouse_and_keyboard(browser_context, tmp_path: Path, server_factory) -> None:
+def test_rater_votes_with_mouse_and_keyboard(browser_context: Any, tmp_path: Path, server_factory: Any) -> None:
     """Click left, click tie, press →, press ←, press ↓: five votes stored with the sides
     chosen, mapped through each assignment's left/right order; progress updates on the page."""
     prompts = [f"a watercolour of a lighthouse, take {i}" for i in range(6)]
@@ -101,8 +103,8 @@ def test_rater_votes_with_mouse_and_keyboard(browser_context, tmp_path: Path, se
     assert len({a for a, _, _, _ in votes}) == 6
 
 
-def test_admin_logs_in_and_adds_a_rater(browser_context, tmp_path: Path, runs: tuple[Path, Path],
-                                        server_factory) -> None:  # fmt: skip
+def test_admin_logs_in_and_adds_a_rater(browser_context: Any, tmp_path: Path, runs: tuple[Path, Path],
+                                        server_factory: Any) -> None:  # fmt: skip
     """In a real browser the admin forms pass the CSRF and same-origin checks: log in, open the
     study, add a rater, and the new link works."""
     from conftest import ADMIN_TOKEN

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def check_stored(db_url: str, result: LoadResult) -> int:
     return len(stored)
 
 
-def test_load_50_raters_2000_votes(db_url: str, tmp_path: Path, server_factory) -> None:
+def test_load_50_raters_2000_votes(db_url: str, tmp_path: Path, server_factory: Callable[..., Server]) -> None:
     """No crash, no error answer, every acknowledged vote stored exactly once."""
     tokens = prepare(db_url, tmp_path / "pairs")
     server: Server = server_factory(db_url, rate_limit=30.0)
@@ -90,7 +91,7 @@ def test_load_50_raters_2000_votes(db_url: str, tmp_path: Path, server_factory) 
           f"p99 {result.percentile_ms(0.99):.1f} ms")  # fmt: skip
 
 
-def test_sigkill_during_load_loses_no_acknowledged_vote(db_url: str, tmp_path: Path, server_factory) -> None:
+def test_sigkill_during_load_loses_no_acknowledged_vote(db_url: str, tmp_path: Path, server_factory: Callable[..., Server]) -> None:
     """SIGKILL the server after 600 acknowledged votes, start it again; the raters retry
     (same votes) and go on to 2000. Every vote acknowledged before or after is stored."""
     tokens = prepare(db_url, tmp_path / "pairs")
