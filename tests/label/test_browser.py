@@ -121,6 +121,9 @@ def test_admin_logs_in_and_adds_a_rater(browser_context: Any, tmp_path: Path, ru
     page.fill("input[name=token]", ADMIN_TOKEN)
     page.click("button[type=submit]")
     page.click("text=admin-study")
+    # The page's live refresh (admin.js) reads the study summary with the session cookie.
+    summary = page.evaluate("async () => (await fetch(document.getElementById('study').dataset.api)).json()")
+    assert summary["study"]["name"] == "admin-study" and "win_rate" in summary["questions"]["preference"]
     page.fill("input[name=count]", "1")
     page.click("text=Add raters")
     link = page.locator("code").inner_text()
