@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_pairs, make_run, png_bytes
 
+from conftest import make_pairs, make_run, png_bytes
 from prefdiff.label.errors import StudyError
 from prefdiff.label.sources import collection_source, evaluation_source, read_manifest
 
@@ -25,11 +25,12 @@ def test_evaluation_pairs_by_prompt_and_image_index(tmp_path: Path) -> None:
     run_a = make_run(tmp_path / "tuned", prompts, "sd", images_per_prompt=2)
     run_b = make_run(tmp_path / "base", prompts, "sd-base", images_per_prompt=2)
     _rewrite(run_a / "manifest.jsonl", 0, lora="dpo-lora")
+    _rewrite(run_b / "manifest.jsonl", 0, unet="tuned-unet", steps=30)  # extra keys are fine
     source = evaluation_source(run_a, run_b)
     assert [(c.prompt_index, c.image_index) for c in source.comparisons] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     first = source.comparisons[0]
     assert (first.root_0, first.root_1, first.path_0) == (0, 1, "images/0000_0.png")
-    assert (first.model_0, first.model_1, first.seed) == ("sd+dpo-lora", "sd-base", 1000)
+    assert (first.model_0, first.model_1, first.seed) == ("sd+dpo-lora", "sd-base+unet:tuned-unet", 1000)
     assert (source.run_a, source.run_b) == ("tuned", "base")
 
 

@@ -7,6 +7,9 @@ Generation manifest — a run directory holding `manifest.jsonl`, one JSON objec
     {"prompt": str, "prompt_index": int, "image_index": int, "seed": int,
      "file": "relative/path.png", "category": str | null, "model": str, "lora": str | null}
 
+    (other keys, e.g. "unet", "steps", "guidance_scale", are allowed; "unet" joins the model
+    name in the exports)
+
 Pairs file — `pairs.jsonl`, one JSON object per pair, image paths relative to the file:
 
     {"prompt": str, "image_0": path, "image_1": path}    (or "chosen" / "rejected")
@@ -119,11 +122,13 @@ class ManifestImage:
     category: str | None
     model: str
     lora: str | None
+    unet: str | None = None  # optional key: a tuned UNet replacing the pipeline's
 
     @property
     def model_label(self) -> str:
-        """The model name, with the LoRA when there is one."""
-        return f"{self.model}+{self.lora}" if self.lora else self.model
+        """The model name, with the LoRA or tuned UNet when there is one."""
+        label = f"{self.model}+{self.lora}" if self.lora else self.model
+        return f"{label}+unet:{self.unet}" if self.unet else label
 
 
 def read_manifest(run_dir: Path) -> dict[tuple[int, int], ManifestImage]:
@@ -135,6 +140,9 @@ def read_manifest(run_dir: Path) -> dict[tuple[int, int], ManifestImage]:
         where = f"{path}:{line_no}"
         category = row.get("category")
         lora = row.get("lora")
+        unet = row.get("unet")
+        if unet is not None and not isinstance(unet, str):
+            raise StudyError(f"{where}: key 'unet' must be a string or null")
         if category is not None and not isinstance(category, str):
             raise StudyError(f"{where}: key 'category' must be a string or null")
         if lora is not None and not isinstance(lora, str):
@@ -148,6 +156,7 @@ def read_manifest(run_dir: Path) -> dict[tuple[int, int], ManifestImage]:
             category=category,
             model=_field(row, "model", str, where),
             lora=lora,
+            unet=unet,
         )
         key = (image.prompt_index, image.image_index)
         if key in images:
