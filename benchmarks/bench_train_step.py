@@ -6,8 +6,8 @@
 Every mode runs the real step (`prefdiff.train.step.micro_batch_loss` + backward + optimizer)
 on cached latents and text conditioning, so the VAE and the text encoder are out of the timing,
 as they are when training from a cache. Modes are timed in interleaved rounds inside one process
-(side by side), then each mode's peak memory is measured in a fresh subprocess (weights + step growth of
-peak RSS on CPU, torch.cuda.max_memory_allocated on GPU).
+(side by side), then each mode's peak memory is measured in a fresh subprocess (peak RSS growth
+over the imports on CPU, torch.cuda.max_memory_allocated on GPU).
 
 Modes, all over the same 2B images:
   dpo_lora  B pairs, policy fwd+bwd on [w; l] (2B) + one no-grad reference fwd (adapters off)
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -111,6 +110,35 @@ def one_step(ctx, unet, optimizer, batch, autocast) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+class RssSampler:
+    """Samples the process's current RSS every 2 ms in a thread; ``stop()`` returns the peak
+    growth in bytes over the RSS at construction. (ru_maxrss cannot do this: the imports' own
+    transient peak hides everything a small model adds.)"""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        return self.peak - self.start
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -135,8 +163,8 @@ def time_modes(args: argparse.Namespace, pipeline_dir: Path) -> dict[str, float]
 
 
 def peak_memory(args: argparse.Namespace, mode: str, pipeline_dir: Path) -> float:
-    """MiB for 3 steps of ``mode`` in a fresh process: peak CUDA allocation, or on CPU the UNet
-    weights (and the frozen reference copy) plus the growth of peak RSS during the steps."""
+    """MiB for 3 steps of ``mode`` in a fresh process: peak CUDA allocation, or on CPU the peak
+    RSS growth over the RSS after the imports (model build included)."""
     cmd = [sys.executable, __file__, "--child-memory", mode, "--pipeline", str(pipeline_dir)] + args.passthrough
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -165,23 +193,26 @@ def main() -> None:
     ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
 
     if args.child_memory:
-        # CUDA: peak allocation of the whole process. CPU: growth of peak RSS over the steps,
-        # i.e. activations, gradients and optimizer state on top of the loaded weights (the
-        # imports and the pipeline load dominate RSS for small UNets and are the same for all).
+        # CUDA: peak allocation. CPU: peak of the current RSS (sampled every 2 ms) above its value
+        # just after the imports, over the model build and 3 steps: weights, frozen reference copy, gradients, optimizer state and activations
+        # (the imports alone are ~450 MiB of RSS and the same for every mode).
+        import diffusers  # noqa: F401
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+
+        import prefdiff.train.step  # noqa: F401
+
+        sampler = RssSampler()
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         ctx, unet, optimizer, batch, autocast = build(args, args.child_memory, args.pipeline)
-        weights = sum(t.numel() * t.element_size() for t in unet.parameters())
-        if ctx.reference is not None and hasattr(ctx.reference, "unet") and ctx.reference.unet is not unet:
-            weights += sum(t.numel() * t.element_size() for t in ctx.reference.unet.parameters())
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for _ in range(3):
             one_step(ctx, unet, optimizer, batch, autocast)
+        peak_growth = sampler.stop()
         if args.device == "cuda":
             print(torch.cuda.max_memory_allocated() / 2**20)
         else:
-            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-            print((grown * 1024 + weights) / 2**20)
+            print(peak_growth / 2**20)
         return
 
     from prefdiff.models.tiny import build_tiny_pipeline
