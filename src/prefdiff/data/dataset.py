@@ -9,16 +9,21 @@ run's numbers do not depend on how pairs are split over processes or accumulatio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from prefdiff.config import DataConfig
+from prefdiff.data.pickapic import ReadReport, read_pickapic
 from prefdiff.data.schema import PreferencePair, open_image
 from prefdiff.data.transforms import transform_pair
 from prefdiff.errors import DataError
 from prefdiff.models.base import pair_generator
+
+log = logging.getLogger("prefdiff.data")
 
 TRANSFORM_STREAM = 1  # pair_generator stream for crops and flips (0 is the noise stream)
 
@@ -110,3 +115,24 @@ class SlotBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:  # pragma: no cover - endless; DataLoader only asks for len() in some paths
         return 2**62
+
+
+def load_pairs(config: DataConfig) -> list[PreferencePair]:
+    """The preference pairs named by ``config.path`` (Pick-a-Pic-style parquet), winner first."""
+    if not config.path:
+        raise DataError("config key 'data.path' is empty: give a Pick-a-Pic-style parquet file or directory")
+    report = ReadReport()
+    pairs = []
+    for pair in read_pickapic(config.path, drop_ties=config.drop_ties, report=report):
+        pairs.append(pair)
+        if config.max_pairs is not None and len(pairs) >= config.max_pairs:
+            break
+    log.info("data %s: %s", config.path, report.summary())
+    if not pairs:
+        raise DataError(f"{config.path}: no usable pairs ({report.summary()})")
+    return pairs
+
+
+def build_pair_stream(config: DataConfig, seed: int) -> PairStream:
+    """The slot-indexed training dataset for ``config`` (the trainer's one entry point to data)."""
+    return PairStream(load_pairs(config), config.resolution, seed, config.center_crop, config.random_flip)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from prefdiff.config import Config, to_dict
-from prefdiff.errors import ConfigError, DataError
+from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone, load_backbone
 from prefdiff.models.lora import add_lora, save_lora_diffusers
 from prefdiff.objectives import build_objective
@@ -51,24 +51,6 @@ def _accumulation_steps(config: Config, world_size: int) -> int:
     return train.global_batch_pairs // per_step
 
 
-def load_pairs(config: Config) -> list:
-    """The preference pairs named by ``data.path`` (Pick-a-Pic-style parquet), winner first."""
-    from prefdiff.data import ReadReport, read_pickapic
-
-    if not config.data.path:
-        raise ConfigError("config key 'data.path' is empty: give a Pick-a-Pic-style parquet file or directory")
-    report = ReadReport()
-    pairs = []
-    for pair in read_pickapic(config.data.path, drop_ties=config.data.drop_ties, report=report):
-        pairs.append(pair)
-        if config.data.max_pairs is not None and len(pairs) >= config.data.max_pairs:
-            break
-    log.info("data %s: %s", config.data.path, report.summary())
-    if not pairs:
-        raise DataError(f"{config.data.path}: no usable pairs ({report.summary()})")
-    return pairs
-
-
 def _tracker_config(config: Config) -> dict[str, Any]:
     flat: dict[str, Any] = {}
 
@@ -86,13 +68,12 @@ def _tracker_config(config: Config) -> dict[str, Any]:
 def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
     """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint path."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from prefdiff.data.dataset import PairStream, SlotBatchSampler, collate_pairs
-
-    from accelerate.state import AcceleratorState
+    from prefdiff.data.dataset import SlotBatchSampler, build_pair_stream, collate_pairs
 
     run_dir = Path(config.output_dir)
     cfg_t = config.train
@@ -117,7 +98,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
 
     # ---- inputs first, so that a bad model or dataset fails before anything is written
     backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
-    pairs = load_pairs(config)
+    stream = build_pair_stream(config.data, cfg_t.seed)
     if accelerator.is_main_process:
         write_run_info(run_dir, config, {"processes": accelerator.num_processes, "grad_accum_steps": accum})
 
@@ -154,7 +135,6 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
 
     # ---- data
-    stream = PairStream(pairs, config.data.resolution, cfg_t.seed, config.data.center_crop, config.data.random_flip)
     sampler = SlotBatchSampler(state.next_slot, cfg_t.batch_size, accelerator.process_index, accelerator.num_processes)
     # Its own generator: creating the iterator must not draw from the global RNG, or a resumed
     # run's dropout masks would drift from the uninterrupted run's.
