@@ -28,6 +28,12 @@ log = logging.getLogger("prefdiff.data")
 TRANSFORM_STREAM = 1  # pair_generator stream for crops and flips (0 is the noise stream)
 
 
+def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The seeded order of ``size`` pairs in ``epoch``: shared by every slot-indexed dataset
+    (in-memory pairs and the latent cache), so both visit pairs in the same order."""
+    return torch.randperm(size, generator=pair_generator(seed, epoch, stream=2))
+
+
 class PairStream(Dataset):
     """Map-style dataset indexed by slot (any non-negative int)."""
 
@@ -58,7 +64,7 @@ class PairStream(Dataset):
         if not self.shuffle:
             return offset
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(len(self.pairs), generator=pair_generator(self.seed, epoch, stream=2))}
+            self._perms = {epoch: epoch_permutation(self.seed, epoch, len(self.pairs))}
         return int(self._perms[epoch][offset])
 
     def __getitem__(self, slot: int) -> dict[str, Any]:
