@@ -8,7 +8,6 @@ ever reaches its own assignments; images are served only through an assignment, 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -50,7 +48,6 @@ class AppSettings:
     rate_per_s: float = 30.0  # per rater token, or per client IP for other URLs
     rate_burst: int = 60
     secure_cookies: bool = False  # set for HTTPS deployments
-    threads: int = int(os.environ.get("PREFDIFF_LABEL_THREADS", "8"))  # request worker threads
 
 
 class VoteBody(BaseModel):
@@ -68,16 +65,11 @@ def create_app(settings: AppSettings) -> FastAPI:
     migrate(db)
     if settings.admin_token:
         set_admin_token(db, settings.admin_token)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Few worker threads: more only queue on the database and convoy on the GIL.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
-        # The thread holding the database write lock gives up the GIL at every SQLite call and
-        # must win it back each time; with the default 5 ms switch interval, that convoy
-        # dominates a write transaction under load. 0.5 ms keeps it short.
-        sys.setswitchinterval(float(os.environ.get("PREFDIFF_LABEL_SWITCH_INTERVAL", "0.0005")))
         yield
-        app.state.writer.stop()
+        app.state.writer.stop()  # finish queued writes on a clean shutdown
 
     app = FastAPI(
         title="prefdiff label", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
