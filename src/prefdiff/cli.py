@@ -133,6 +133,45 @@ def generate(
 
 
 @app.command()
+def cache(
+    model: Annotated[Path, typer.Option(help="The diffusers pipeline directory whose VAE and text encoder(s) encode the data.")],
+    data: Annotated[str, typer.Option(help="The preference data (the same spec as data.path).")],
+    out: Annotated[Path, typer.Option(help="Cache directory; give it to training as data.path.")],
+    resolution: Annotated[int, typer.Option(help="Pixels: resize the short side, centre crop a square.")] = 512,
+    flip_copies: Annotated[bool, typer.Option(help="Also store mirrored copies (needed for data.random_flip).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per VAE / text-encoder batch.")] = 16,
+    shard_size: Annotated[int, typer.Option(help="Pairs per shard file (the unit of resume).")] = 256,
+    dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16 or bf16 (latents are stored in fp16).")] = "fp32",
+    overrides: Overrides = None,
+) -> None:
+    """Encode every pair once (VAE latent mean/std, text conditioning) into a sharded cache.
+
+    Resumable after a kill; splits shards across processes under `accelerate launch`."""
+    _quiet_libraries()
+    import torch
+    from accelerate import Accelerator
+
+    from prefdiff.config import load_config
+    from prefdiff.data.cache import CacheSettings, build_cache, finish_cache
+    from prefdiff.errors import PrefdiffError
+    from prefdiff.models import load_backbone
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise PrefdiffError(f"--dtype {dtype!r}: expected fp32, fp16 or bf16")
+    config = load_config(None, [f"data.path={data}", f"data.resolution={resolution}", *(overrides or [])])
+    accelerator = Accelerator()
+    backbone = load_backbone(model).to(accelerator.device, dtypes[dtype])
+    settings = CacheSettings(resolution=resolution, flip_copies=flip_copies, shard_size=shard_size, batch_size=batch_size)
+    identity = build_cache(backbone, config.data, out, settings, accelerator.process_index, accelerator.num_processes,
+                           progress=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        info = finish_cache(out, identity, accelerator.num_processes)
+        typer.echo(f"cache of {info['num_pairs']} pairs in {len(info['shards'])} shard(s) at {out}; dropped: {info['dropped']}")
+
+
+@app.command()
 def quickstart(
     out: Annotated[Path, typer.Option(help="Directory for everything the quickstart makes.")] = Path("runs/quickstart"),
     overrides: Overrides = None,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .helpers import assert_same_weights, lora_weights, metrics, tiny_config
+from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +49,25 @@ def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
         a = UNet2DConditionModel.from_pretrained(str(double / "unet")).state_dict()
         b = UNet2DConditionModel.from_pretrained(str(single / "unet")).state_dict()
         assert_same_weights(a, b, atol=1e-6)
+
+
+def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
+    """`accelerate launch -m prefdiff cache` with two processes: each builds every other shard,
+    and the result indexes the same pairs as a one-process build."""
+    from prefdiff.data.cache import load_cache_info
+
+    base = ["cache", "--model", str(tiny_sd), "--data", str(shapes_parquet), "--resolution", "32", "--shard-size", "8"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "prefdiff", *base, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "prefdiff", *base, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    info_one, info_two = load_cache_info(tmp_path / "one"), load_cache_info(tmp_path / "two")
+    assert info_two["shards"] == info_one["shards"] and info_two["num_pairs"] == info_one["num_pairs"] > 0
+    assert info_two["dropped"] == info_one["dropped"] and info_one["dropped"]["tie"] > 0
+    assert (tmp_path / "two" / "report_0.json").exists() and (tmp_path / "two" / "report_1.json").exists()

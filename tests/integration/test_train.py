@@ -9,7 +9,7 @@ from prefdiff.models import load_backbone
 from prefdiff.models.lora import lora_state_dict
 from prefdiff.train.loop import train
 
-from .helpers import assert_same_weights, lora_weights, metrics, tiny_config
+from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
 
 
 def test_one_dpo_step_changes_lora_and_not_base(tiny_sd, shapes_parquet, tmp_path):

@@ -73,6 +73,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from prefdiff.data.cache import CachedPairStream, collate_cached, is_cache_dir
     from prefdiff.data.dataset import SlotBatchSampler, build_pair_stream, collate_pairs
 
     run_dir = Path(config.output_dir)
@@ -98,7 +99,10 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
 
     # ---- inputs first, so that a bad model or dataset fails before anything is written
     backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
-    stream = build_pair_stream(config.data, cfg_t.seed)
+    if is_cache_dir(config.data.path):  # latents and text conditioning encoded once
+        stream, collate = CachedPairStream(config.data.path, cfg_t.seed, config.data, backbone), collate_cached
+    else:
+        stream, collate = build_pair_stream(config.data, cfg_t.seed), collate_pairs
     if accelerator.is_main_process:
         write_run_info(run_dir, config, {"processes": accelerator.num_processes, "grad_accum_steps": accum})
 
@@ -141,7 +145,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     loader = DataLoader(
         stream,
         batch_sampler=sampler,
-        collate_fn=collate_pairs,
+        collate_fn=collate,
         num_workers=config.data.num_workers,
         generator=torch.Generator().manual_seed(cfg_t.seed),
     )
