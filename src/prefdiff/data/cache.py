@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
-from prefdiff.data.dataset import TRANSFORM_STREAM, epoch_permutation
+from prefdiff.data.dataset import TRANSFORM_STREAM
 from prefdiff.data.pickapic import ReadReport
 from prefdiff.data.schema import PreferencePair, open_image
 from prefdiff.data.transforms import transform_pair
@@ -53,6 +53,13 @@ class CacheSettings:
     shard_size: int = 256
     batch_size: int = 16
     strict: bool = False
+
+
+def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The order of the cached pairs in ``epoch``: the in-memory stream's order over the same
+    pairs (the cache keeps the reader's order), so a cached run sees the on-the-fly run's pairs
+    (tests/unit/data/test_cache.py checks the two runs agree)."""
+    return torch.randperm(size, generator=pair_generator(seed, epoch, stream=2))
 
 
 # ------------------------------------------------------------------------------ fingerprints
