@@ -44,14 +44,61 @@ class LoraConfig:
 
 
 @dataclass
+class DataColumnsConfig:
+    prompt: str = _f("", "Column (JSONL key) holding the prompt, for data.format=mapped.")
+    chosen: str = _f("", "Pair style: the column holding the preferred image (bytes, {bytes, path} struct, or a path relative to the data file).")
+    rejected: str = _f("", "Pair style: the column holding the other image.")
+    image_0: str = _f("", "Label style: the column holding the first image.")
+    image_1: str = _f("", "Label style: the column holding the second image.")
+    label_0: str = _f("", "Label style: the column holding Pick-a-Pic's label_0 (1: image_0 won, 0: image_1 won, 0.5: tie).")
+
+    def is_set(self) -> bool:
+        """Whether any column is named (data.format=auto then means 'mapped')."""
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass
 class DataConfig:
-    path: str = _f("", "Preference data: a Pick-a-Pic-style parquet file or a directory of parquet shards.")
+    path: str = _f(
+        "",
+        "Preference data: a Pick-a-Pic parquet file, a directory of parquet shards, a saved datasets (arrow) "
+        "directory, a pair folder with pairs.jsonl, or any parquet/JSONL file with data.columns set.",
+    )
+    format: Literal["auto", "pickapic", "pairs_jsonl", "mapped"] = _f(
+        "auto", "How to read data.path: auto detects (pairs.jsonl -> pairs_jsonl; data.columns set -> mapped; else pickapic)."
+    )
+    columns: DataColumnsConfig = field(
+        default_factory=DataColumnsConfig,
+        metadata={"help": "Column mapping for data.format=mapped: prompt plus chosen/rejected, or image_0/image_1/label_0."},
+    )
+    split: str = _f("train", "Split of a saved DatasetDict, or of hub-style shards named '<split>-*.parquet' (others are ignored).")
     resolution: int = _f(512, "Training resolution in pixels: resize the short side, then crop a square.")
     center_crop: bool = _f(True, "Centre crop (True) or random crop (False); one crop for both images of a pair.")
     random_flip: bool = _f(False, "Flip both images of a pair horizontally with probability 0.5.")
     drop_ties: bool = _f(True, "Drop pairs whose label_0 is 0.5 (ties), as the paper does.")
-    max_pairs: int | None = _f(None, "Use at most this many pairs (after dropping ties); None for all.")
+    max_pairs: int | None = _f(None, "Use at most this many pairs (the first ones in storage order, after drops); None for all.")
     num_workers: int = _f(0, "DataLoader worker processes for decoding images.")
+    strict: bool = _f(
+        False,
+        "Bad input (corrupt image, missing column, empty caption, label outside {0, 0.5, 1}) raises an error naming "
+        "the file and row; false skips and counts it (and, when streaming, substitutes a corrupt pair at training time).",
+    )
+    check_images: Literal["header", "full", "none"] = _f(
+        "header",
+        "Image check while reading: header (parse format and size, fast), full (decode; also catches truncated "
+        "files, a few ms per image), none. Images that fail later, when decoded for training, are substituted.",
+    )
+    streaming: bool | Literal["auto"] = _f(
+        "auto",
+        "Stream parquet/arrow data window by window instead of holding every pair in memory; auto streams "
+        "when the data files exceed data.stream_above_mb. JSONL formats are always read into memory (paths only).",
+    )
+    stream_above_mb: float = _f(1024.0, "With data.streaming=auto, stream when the data files total more than this (MiB).")
+    shuffle_buffer: int = _f(
+        2048,
+        "Streaming: pairs per shuffle window (whole row groups are added until a window holds at least this "
+        "many). Memory is about one window of encoded images per DataLoader worker.",
+    )
 
 
 @dataclass
@@ -275,6 +322,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
 
 __all__ = [
     "Config",
+    "DataColumnsConfig",
     "DataConfig",
     "LoraConfig",
     "ModelConfig",

@@ -1,109 +1,90 @@
-"""Pick-a-Pic v1/v2 parquet: caption, jpg_0, jpg_1, label_0 (label_1); winner first, ties dropped.
+"""Pick-a-Pic v1/v2: caption, jpg_0, jpg_1, label_0 (and the rest of the v2 columns).
 
-``label_0 == 1`` means image 0 won, ``0`` that image 1 won, ``0.5`` a tie.
+``label_0 == 1`` means image 0 won, ``0`` that image 1 won, ``0.5`` a tie. Rows with
+``has_label = false`` or ``are_different = false`` are dropped, and so are ties unless
+``data.drop_ties=false`` (a kept tie puts image 0 first). The winner comes first.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
-from prefdiff.data.schema import PreferencePair
-from prefdiff.errors import DataError
+from prefdiff.data.columnar import columnar_files
+from prefdiff.data.report import ReadReport, Reject
+from prefdiff.data.rows import iter_columnar, label_reject, prompt_reject
+from prefdiff.data.schema import PreferencePair, image_source
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
+FILTER_COLUMNS = ("label_1", "has_label", "are_different")
+# v2 columns kept in provenance; per-image ones are renamed winner_*/loser_*
+PER_IMAGE = {"model": ("model_0", "model_1"), "uid": ("image_0_uid", "image_1_uid")}
+PER_ROW = ("best_image_uid", "user_id", "ranking_id", "created_at", "num_example_per_prompt")
+
+__all__ = ["REQUIRED_COLUMNS", "PickapicSpec", "ReadReport", "read_pickapic"]
 
 
-@dataclass
-class ReadReport:
-    """Counts of what a pass over a dataset kept and dropped, and why."""
+class PickapicSpec:
+    """Row semantics of Pick-a-Pic (see the module docstring)."""
 
-    kept: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    source = "pickapic"
 
-    def drop(self, reason: str, row_id: str) -> None:
-        self.dropped[reason] += 1
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 5:
-            self.examples[reason].append(row_id)
+    def __init__(self, drop_ties: bool = True) -> None:
+        self.drop_ties = drop_ties
 
-    def summary(self) -> str:
-        parts = [f"kept {self.kept}"]
-        for reason, count in sorted(self.dropped.items()):
-            parts.append(f"dropped {count} ({reason}; e.g. rows {', '.join(self.examples[reason])})")
-        return ", ".join(parts)
+    def required(self) -> tuple[str, ...]:
+        return REQUIRED_COLUMNS
 
+    def scan_columns(self, available: Collection[str]) -> list[str]:
+        return ["caption", "label_0", *(c for c in FILTER_COLUMNS if c in available)]
 
-def parquet_files(path: str | Path) -> list[Path]:
-    """A parquet file, or the sorted ``*.parquet`` files under a directory."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet"))
-        if not files:
-            raise DataError(f"{path}: no .parquet files in this directory")
-        return files
-    raise DataError(f"data path not found: {path}")
+    def read_columns(self, available: Collection[str]) -> list[str]:
+        optional = [*FILTER_COLUMNS, *(c for pair in PER_IMAGE.values() for c in pair), *PER_ROW]
+        return [*REQUIRED_COLUMNS, *(c for c in optional if c in available)]
+
+    def screen(self, row: dict[str, Any]) -> Reject | None:
+        if row.get("has_label") is False:
+            return Reject("has_label is false", bad=False)
+        if row.get("are_different") is False:
+            return Reject("are_different is false", bad=False)
+        label_0 = row.get("label_0")
+        rejection = label_reject(label_0, "label_0", self.drop_ties)
+        if rejection is not None and rejection.bad:
+            return rejection
+        label_1 = row.get("label_1")
+        if label_1 is not None and label_1 != 1 - label_0:
+            return Reject("label_1 is not 1 - label_0")
+        return prompt_reject(row.get("caption")) or rejection
+
+    def to_pair(self, row: dict[str, Any], row_id: str, base_dir: Path) -> PreferencePair | Reject:
+        images = [image_source(row.get(c), base_dir) for c in ("jpg_0", "jpg_1")]
+        if images[0] is None or images[1] is None:
+            return Reject("image missing", detail="jpg_0" if images[0] is None else "jpg_1")
+        label_0 = float(row["label_0"])
+        order = (0, 1) if label_0 >= 0.5 else (1, 0)
+        provenance: dict[str, Any] = {}
+        for name, columns in PER_IMAGE.items():
+            if columns[0] in row:
+                provenance[f"winner_{name}"] = row[columns[order[0]]]
+                provenance[f"loser_{name}"] = row[columns[order[1]]]
+        for column in PER_ROW:
+            if column in row:
+                value = row[column]
+                provenance[column] = value if value is None or isinstance(value, int | float | str) else str(value)
+        return PreferencePair(
+            prompt=row["caption"],
+            winner=images[order[0]],
+            loser=images[order[1]],
+            source=self.source,
+            row_id=row_id,
+            raw_labels=(label_0, 1.0 - label_0),
+            provenance=provenance,
+        )
 
 
 def read_pickapic(path: str | Path, drop_ties: bool = True, report: ReadReport | None = None) -> Iterator[PreferencePair]:
-    """Yield pairs from a Pick-a-Pic-style parquet file or directory of shards, winner first."""
-    import pyarrow.parquet as pq
-
+    """Yield pairs from a Pick-a-Pic parquet file, directory of shards or saved datasets
+    directory, winner first; bad rows are skipped and counted in ``report``."""
     report = report if report is not None else ReadReport()
-    for file in parquet_files(path):
-        parquet = pq.ParquetFile(file)
-        names = set(parquet.schema_arrow.names)
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise DataError(f"{file}: missing required column(s) {', '.join(missing)} (has: {', '.join(sorted(names))})")
-        columns = [c for c in (*REQUIRED_COLUMNS, "label_1", "has_label", "are_different") if c in names]
-        offset = 0
-        for batch in parquet.iter_batches(columns=columns, batch_size=256):
-            rows = batch.to_pylist()
-            for i, row in enumerate(rows):
-                row_id = f"{file.name}:{offset + i}"
-                pair = _row_to_pair(row, row_id, drop_ties, report)
-                if pair is not None:
-                    report.kept += 1
-                    yield pair
-            offset += len(rows)
-
-
-def _row_to_pair(row: dict, row_id: str, drop_ties: bool, report: ReadReport) -> PreferencePair | None:
-    if row.get("has_label") is False:
-        report.drop("has_label is false", row_id)
-        return None
-    if row.get("are_different") is False:
-        report.drop("are_different is false", row_id)
-        return None
-    label_0 = row["label_0"]
-    if label_0 not in (0, 0.5, 1):
-        report.drop("label_0 outside {0, 0.5, 1}", row_id)
-        return None
-    caption = row["caption"]
-    if not isinstance(caption, str):
-        report.drop("caption missing", row_id)
-        return None
-    if label_0 == 0.5:
-        if drop_ties:
-            report.drop("tie", row_id)
-            return None
-    image_0, image_1 = row["jpg_0"], row["jpg_1"]
-    if not image_0 or not image_1:
-        report.drop("image bytes missing", row_id)
-        return None
-    winner, loser = (image_0, image_1) if label_0 >= 0.5 else (image_1, image_0)
-    label_1 = row.get("label_1", 1 - label_0)
-    return PreferencePair(
-        prompt=caption,
-        winner=winner,
-        loser=loser,
-        source="pickapic",
-        row_id=row_id,
-        raw_labels=(float(label_0), float(label_1) if label_1 is not None else 1 - float(label_0)),
-    )
+    yield from iter_columnar(columnar_files(path), PickapicSpec(drop_ties), report, strict=False, check="header")

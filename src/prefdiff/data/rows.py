@@ -1,0 +1,158 @@
+"""Rows to pairs: the pass shared by every format.
+
+A *row spec* says what a format's rows mean (which columns, which rows to drop, which image won);
+this module walks columnar files chunk by chunk, or JSONL files line by line, and turns rows into
+:class:`PreferencePair` s, counting what it drops in a :class:`ReadReport`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefdiff.data.columnar import Chunk, column_names, file_chunks, read_chunks
+from prefdiff.data.report import ReadReport, Reject
+from prefdiff.data.schema import ImageCheck, PreferencePair, check_image
+from prefdiff.errors import DataError
+
+LABELS = (0, 0.5, 1)
+
+
+class RowSpec(Protocol):
+    """What a format's rows mean."""
+
+    source: str
+
+    def required(self) -> tuple[str, ...]:
+        """Columns (keys) every row must have."""
+        ...
+
+    def read_columns(self, available: Collection[str]) -> list[str]:
+        """Columns to read to build pairs, given the file's columns."""
+        ...
+
+    def scan_columns(self, available: Collection[str]) -> list[str]:
+        """The cheap columns that :meth:`screen` needs (no images)."""
+        ...
+
+    def screen(self, row: dict[str, Any]) -> Reject | None:
+        """Decide from labels and prompt alone whether the row is dropped."""
+        ...
+
+    def to_pair(self, row: dict[str, Any], row_id: str, base_dir: Path) -> PreferencePair | Reject:
+        """The pair, winner first, for a row that passed :meth:`screen`."""
+        ...
+
+
+def label_reject(label: Any, name: str, drop_ties: bool) -> Reject | None:
+    """Pick-a-Pic label semantics: ``1`` image 0 won, ``0`` image 1 won, ``0.5`` a tie."""
+    if isinstance(label, bool) or not isinstance(label, int | float) or label not in LABELS:
+        return Reject(f"{name} outside {{0, 0.5, 1}}")
+    if label == 0.5 and drop_ties:
+        return Reject("tie", bad=False)
+    return None
+
+
+def prompt_reject(prompt: Any) -> Reject | None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        return Reject("empty caption")
+    return None
+
+
+def check_pair_images(pair: PreferencePair, mode: ImageCheck) -> Reject | None:
+    """Both images of ``pair`` are readable (see :func:`check_image`), or why not."""
+    for role, source in (("winner", pair.winner), ("loser", pair.loser)):
+        if isinstance(source, Path) and not source.is_file():
+            return Reject("image file not found", detail=f"{role}: {source}")
+        try:
+            check_image(source, role, mode)
+        except ValueError as err:
+            return Reject("corrupt image", detail=str(err))
+    return None
+
+
+def row_to_pair(
+    spec: RowSpec, row: dict[str, Any], row_id: str, base_dir: Path, check: ImageCheck
+) -> PreferencePair | Reject:
+    """Screen, build and check one row."""
+    rejection = spec.screen(row)
+    if rejection is not None:
+        return rejection
+    pair = spec.to_pair(row, row_id, base_dir)
+    if isinstance(pair, Reject):
+        return pair
+    return check_pair_images(pair, check) or pair
+
+
+def open_columnar(file: Path, spec: RowSpec, report: ReadReport, strict: bool) -> tuple[list[str], list[Chunk]] | None:
+    """The file's columns and chunks; ``None`` (all rows counted as dropped) when it lacks a
+    required column, or :class:`DataError` naming the file under ``strict``."""
+    names = column_names(file)
+    missing = [c for c in spec.required() if c not in names]
+    chunks = file_chunks(file)
+    if missing:
+        message = f"missing required column(s) {', '.join(missing)}"
+        if strict:
+            raise DataError(f"{file}: {message} (has: {', '.join(sorted(names))})")
+        report.drop(message, f"{file.name}:*", count=sum(c.num_rows for c in chunks))
+        return None
+    return names, chunks
+
+
+def iter_columnar(
+    files: list[Path], spec: RowSpec, report: ReadReport, strict: bool, check: ImageCheck
+) -> Iterator[PreferencePair]:
+    """Pairs from parquet/Arrow files, one chunk (row group) in memory at a time."""
+    for file in files:
+        opened = open_columnar(file, spec, report, strict)
+        if opened is None:
+            continue
+        names, chunks = opened
+        for chunk, rows in read_chunks(file, chunks, spec.read_columns(names)):
+            for offset, row in enumerate(rows):
+                number = chunk.first_row + offset
+                row_id = f"{file.name}:{number}"
+                pair = row_to_pair(spec, row, row_id, file.parent, check)
+                if isinstance(pair, Reject):
+                    report.reject(pair, row_id, f"{file}, row {number}", strict)
+                    continue
+                pair.provenance.setdefault("file", str(file))
+                report.kept += 1
+                yield pair
+
+
+def jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+    """``(line number, row)`` for each non-blank line; a Reject where the line is not an object."""
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield number, Reject("invalid JSON line", detail=str(err))
+                continue
+            yield number, row if isinstance(row, dict) else Reject("JSON line is not an object")
+
+
+def iter_jsonl(
+    files: list[Path], spec: RowSpec, report: ReadReport, strict: bool, check: ImageCheck
+) -> Iterator[PreferencePair]:
+    """Pairs from JSONL files; image paths are relative to the file's folder."""
+    for file in files:
+        for number, row in jsonl_rows(file):
+            row_id = f"{file.name}:{number}"
+            where = f"{file}, line {number}"
+            if not isinstance(row, Reject):
+                missing = [key for key in spec.required() if key not in row]
+                pair = Reject(f"missing key {missing[0]}") if missing else row_to_pair(spec, row, row_id, file.parent, check)
+            else:
+                pair = row
+            if isinstance(pair, Reject):
+                report.reject(pair, row_id, where, strict)
+                continue
+            pair.provenance.setdefault("file", str(file))
+            report.kept += 1
+            yield pair
