@@ -18,7 +18,7 @@ from prefdiff.config import load_config, merge_into, parse_overrides
 
 QUICKSTART_RECIPE = {
     "lora": {"rank": 8, "alpha": 8.0},
-    "data": {"resolution": 32, "random_flip": True},
+    "data": {"resolution": 64, "random_flip": True},
     "objective": {"name": "dpo", "beta": 1000.0},
     "optim": {"lr": 1e-3, "warmup_steps": 10},
     "train": {
@@ -60,7 +60,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict:
     data = out / "data" / "shapes.parquet"
     if not data.exists():
         typer.echo(f"[2/4] writing a Pick-a-Pic-format parquet of drawn shapes to {data}")
-        write_shapes_parquet(data, num_rows=256, size=32)
+        write_shapes_parquet(data, num_rows=256, size=64)
     seconds["data"] = time.perf_counter() - start
 
     config = load_config()

@@ -84,11 +84,11 @@ def build_tiny_pipeline(
     family: Family = "sd",
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
     seed: int = 0,
-    sample_size: int = 32,
+    sample_size: int = 64,
 ) -> Path:
     """Build a random-init tiny pipeline of ``family`` and save it to ``out_dir``.
 
-    The VAE downsamples by 2 (``sample_size`` px images give ``sample_size/2`` latents), the
+    The VAE downsamples by 8 like SD's (``sample_size`` px images give ``sample_size/8`` latents), the
     UNet has two resolution levels and cross-attention width 32 (SD) or 64 (SDXL: two text
     encoders of width 32, concatenated).
     """
@@ -106,9 +106,9 @@ def build_tiny_pipeline(
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 32),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,
@@ -124,7 +124,7 @@ def build_tiny_pipeline(
         steps_offset=1,
     )
     unet_kwargs = dict(
-        sample_size=sample_size // 2,
+        sample_size=sample_size // 8,
         in_channels=4,
         out_channels=4,
         layers_per_block=1,

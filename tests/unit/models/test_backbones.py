@@ -13,8 +13,8 @@ def test_sd_backbone_loads_and_encodes(tiny_sd):
     cond = backbone.encode_prompts(["a red circle", "a blue square"])
     assert cond["encoder_hidden_states"].shape == (2, 77, 32)
     mean, std = backbone.latent_distribution(torch.zeros(2, 3, 32, 32))
-    assert mean.shape == std.shape == (2, 4, 16, 16)
-    assert backbone.latent_shape(32) == (4, 16, 16)
+    assert mean.shape == std.shape == (2, 4, 4, 4)
+    assert backbone.latent_shape(32) == (4, 4, 4)
 
 
 def test_v_prediction_target_is_velocity(tiny_sd_v):
