@@ -1,7 +1,7 @@
 """`prefdiff quickstart`: the whole loop on a laptop CPU in about a minute.
 
-tiny pipeline -> a small Pick-a-Pic-format parquet of drawn shapes -> Diffusion-DPO with LoRA
--> images from the base and the tuned model. Each stage is reused when its output exists.
+tiny pipeline -> a small Pick-a-Pic-format parquet of drawn shapes -> a latent cache ->
+Diffusion-DPO with LoRA -> images from the base and the tuned model. Each stage is reused when its output exists.
 (The toy-world issue replaces the random-init base with a pretrained one and adds raters,
 evaluation and a report.)
 """
@@ -41,7 +41,9 @@ def _implicit_accuracy_trend(metrics_file: Path, window: int = 50) -> tuple[floa
 
 
 def run_quickstart(out: Path, overrides: list[str]) -> dict:
+    from prefdiff.data.cache import INFO_FILE, CacheSettings, build_cache, finish_cache
     from prefdiff.evaluate.generate import generate_pngs
+    from prefdiff.models import load_backbone
     from prefdiff.models.tiny import build_tiny_pipeline
     from prefdiff.toy.synthetic import write_shapes_parquet
     from prefdiff.train.loop import train
@@ -52,14 +54,14 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict:
     start = time.perf_counter()
     base = out / "base"
     if not (base / "model_index.json").exists():
-        typer.echo(f"[1/4] building a tiny random-init SD pipeline in {base}")
+        typer.echo(f"[1/5] building a tiny random-init SD pipeline in {base}")
         build_tiny_pipeline(base, "sd")
     seconds["pipeline"] = time.perf_counter() - start
 
     start = time.perf_counter()
     data = out / "data" / "shapes.parquet"
     if not data.exists():
-        typer.echo(f"[2/4] writing a Pick-a-Pic-format parquet of drawn shapes to {data}")
+        typer.echo(f"[2/5] writing a Pick-a-Pic-format parquet of drawn shapes to {data}")
         write_shapes_parquet(data, num_rows=256, size=64)
     seconds["data"] = time.perf_counter() - start
 
@@ -67,17 +69,26 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict:
     merge_into(config, QUICKSTART_RECIPE)
     merge_into(config, {"model": {"path": str(base)}, "data": {"path": str(data)}, "output_dir": str(out / "dpo")})
     merge_into(config, parse_overrides(overrides))
+
+    start = time.perf_counter()
+    cache_dir = out / "cache"
+    if not (cache_dir / INFO_FILE).exists():
+        typer.echo(f"[3/5] encoding every pair once (VAE latents, text conditioning) -> {cache_dir}")
+        settings = CacheSettings(resolution=config.data.resolution, flip_copies=config.data.random_flip)
+        finish_cache(cache_dir, build_cache(load_backbone(base), config.data, cache_dir, settings))
+    seconds["cache"] = time.perf_counter() - start
+    merge_into(config, {"data": {"path": str(cache_dir)}})
     run_dir = Path(config.output_dir)
     start = time.perf_counter()
     if not (run_dir / "lora" / "pytorch_lora_weights.safetensors").exists():
-        typer.echo(f"[3/4] Diffusion-DPO with LoRA for {config.train.max_steps} steps -> {run_dir}")
+        typer.echo(f"[4/5] Diffusion-DPO with LoRA for {config.train.max_steps} steps -> {run_dir}")
         train(config, resume="latest" if (run_dir / "checkpoints").exists() else None)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
     samples = out / "samples"
     prompts = config.train.validation_prompts or ["a red circle"]
-    typer.echo(f"[4/4] paired samples from the base and the tuned model -> {samples}")
+    typer.echo(f"[5/5] paired samples from the base and the tuned model -> {samples}")
     generate_pngs(base, prompts, [0, 1, 2, 3], samples / "base", steps=10, resolution=config.data.resolution)
     generate_pngs(base, prompts, [0, 1, 2, 3], samples / "dpo", lora=run_dir / "lora", steps=10, resolution=config.data.resolution)
     seconds["generate"] = time.perf_counter() - start
