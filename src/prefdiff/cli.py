@@ -162,7 +162,9 @@ def cache(
     config = load_config(None, [f"data.path={data}", f"data.resolution={resolution}", *(overrides or [])])
     accelerator = Accelerator()
     backbone = load_backbone(model).to(accelerator.device, dtypes[dtype])
-    settings = CacheSettings(resolution=resolution, flip_copies=flip_copies, shard_size=shard_size, batch_size=batch_size)
+    settings = CacheSettings(
+        resolution=resolution, flip_copies=flip_copies, shard_size=shard_size, batch_size=batch_size, strict=config.data.strict
+    )
     identity = build_cache(backbone, config.data, out, settings, accelerator.process_index, accelerator.num_processes,
                            progress=True)
     accelerator.wait_for_everyone()

@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
 from prefdiff.data.dataset import TRANSFORM_STREAM
-from prefdiff.data.pickapic import ReadReport
+from prefdiff.data.readers import iter_pairs
+from prefdiff.data.report import ReadReport
 from prefdiff.data.schema import PreferencePair, open_image
 from prefdiff.data.transforms import transform_pair
 from prefdiff.errors import DataError
@@ -98,17 +99,6 @@ def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ building
-
-
-def _iter_source_pairs(data: DataConfig, report: ReadReport) -> Iterator[PreferencePair]:
-    try:
-        from prefdiff.data.readers import iter_pairs
-    except ImportError:  # TODO(data readers): remove once prefdiff.data.readers lands
-        from prefdiff.data.pickapic import read_pickapic
-
-        yield from read_pickapic(data.path, drop_ties=data.drop_ties, report=report)
-        return
-    yield from iter_pairs(data, report)
 
 
 def _shards_of(pairs: Iterator[PreferencePair], shard_size: int) -> Iterator[tuple[int, list[PreferencePair]]]:
@@ -229,7 +219,7 @@ def build_cache(
     source_report = ReadReport()  # what the reader dropped: the same on every process
     encode_report = ReadReport()  # images that failed to decode in this process's shards
     bar = tqdm(desc=f"cache[{process_index}]", unit="pair", disable=not progress)
-    for index, shard in _shards_of(_iter_source_pairs(data, source_report), settings.shard_size):
+    for index, shard in _shards_of(iter_pairs(data, source_report), settings.shard_size):
         path = _shard_path(out, index)
         if index % num_processes != process_index or path.exists():
             continue  # another process's shard, or done before an interruption
@@ -249,7 +239,14 @@ def _cache_identity(backbone: Backbone, data: DataConfig, settings: CacheSetting
         "version": CACHE_VERSION,
         "model": model_fingerprint(backbone),
         "transform": {"resolution": settings.resolution, "center_crop": True, "flip_copies": settings.flip_copies},
-        "data": {"path": str(Path(data.path).resolve()), "drop_ties": data.drop_ties},
+        "data": {
+            "path": str(Path(data.path).resolve()),
+            "format": data.format,
+            "split": data.split,
+            "columns": {k: v for k, v in vars(data.columns).items()},
+            "drop_ties": data.drop_ties,
+            "max_pairs": data.max_pairs,
+        },
         "shard_size": settings.shard_size,
     }
 
