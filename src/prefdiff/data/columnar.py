@@ -136,29 +136,51 @@ def file_chunks(file: Path) -> list[Chunk]:
     return chunks
 
 
-def read_chunks(file: Path, chunks: list[Chunk], columns: list[str]) -> Iterator[tuple[Chunk, list[dict]]]:
-    """``(chunk, rows)`` for the given chunks of one file, in file order, opening it once."""
+def read_chunks(file: Path, chunks: list[Chunk], columns: list[str]) -> Iterator[tuple[Chunk, list[dict] | DataError]]:
+    """``(chunk, rows)`` for the given chunks of one file, in file order, opening it once.
+
+    A chunk that cannot be read (a damaged row group or batch) comes with a :class:`DataError`
+    naming the file and rows instead of its rows; the caller decides whether that is fatal.
+    """
     wanted = {chunk.index: chunk for chunk in chunks}
-    try:
-        if file.suffix == ".parquet":
-            import pyarrow.parquet as pq
 
+    def error(chunk: Chunk, err: Exception) -> DataError:
+        last = chunk.first_row + chunk.num_rows - 1
+        return DataError(f"{file}: cannot read rows {chunk.first_row}-{last} ({err})")
+
+    if file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
             parquet = pq.ParquetFile(file)
+        except (OSError, pa.ArrowException) as err:
             for index in sorted(wanted):
-                yield wanted[index], parquet.read_row_group(index, columns=columns).to_pylist()
-        else:
-            for index, batch in enumerate(_arrow_batches(file)):
-                if index in wanted:
-                    yield wanted[index], batch.select(columns).to_pylist()
-    except (OSError, pa.ArrowException) as err:
-        raise DataError(f"{file}: cannot read the file ({err})") from None
+                yield wanted[index], error(wanted[index], err)
+            return
+        for index in sorted(wanted):
+            try:
+                rows = parquet.read_row_group(index, columns=columns).to_pylist()
+            except (OSError, pa.ArrowException) as err:
+                yield wanted[index], error(wanted[index], err)
+                continue
+            yield wanted[index], rows
+        return
+    done: set[int] = set()
+    try:
+        for index, batch in enumerate(_arrow_batches(file)):
+            if index in wanted:
+                done.add(index)
+                yield wanted[index], batch.select(columns).to_pylist()
+    except (OSError, pa.ArrowException, DataError) as err:  # a damaged stream: the rest is unreachable
+        for index in sorted(set(wanted) - done):
+            yield wanted[index], error(wanted[index], err)
 
 
-def read_chunk(chunk: Chunk, columns: list[str]) -> list[dict]:
-    """The chunk's rows as dicts holding only ``columns``."""
+def read_chunk(chunk: Chunk, columns: list[str]) -> list[dict] | DataError:
+    """The chunk's rows as dicts holding only ``columns``, or the error that prevented it."""
     for _, rows in read_chunks(chunk.file, [chunk], columns):
         return rows
-    raise DataError(f"{chunk.file}: chunk {chunk.index} (rows from {chunk.first_row}) is gone; did the file change?")
+    return DataError(f"{chunk.file}: chunk {chunk.index} (rows from {chunk.first_row}) is gone; did the file change?")
 
 
 def total_bytes(files: list[Path]) -> int:

@@ -69,7 +69,8 @@ class SlotDataset(Dataset):
                 pair, winner, loser = decoded
                 break
             if self.strict:
-                raise DataError(f"{found.where}: {decoded.reason} ({decoded.detail}) (data.strict=true)")
+                detail = f" ({decoded.detail})" if decoded.detail else ""
+                raise DataError(f"{found.where}: {decoded.reason}{detail} (data.strict=true)")
             self.substitutions[decoded.reason] += 1
             log.warning("slot %d: %s: %s (%s); substituting the next pair", slot, found.row_id, decoded.reason, decoded.detail)
         else:

@@ -89,9 +89,15 @@ def row_to_pair(
 def open_columnar(file: Path, spec: RowSpec, report: ReadReport, strict: bool) -> tuple[list[str], list[Chunk]] | None:
     """The file's columns and chunks; ``None`` (all rows counted as dropped) when it lacks a
     required column, or :class:`DataError` naming the file under ``strict``."""
-    names = column_names(file)
+    try:
+        names = column_names(file)
+        chunks = file_chunks(file)
+    except DataError as err:
+        if strict:
+            raise
+        report.reject(Reject("unreadable file", detail=str(err)), f"{file.name}:*", str(file), strict)
+        return None
     missing = [c for c in spec.required() if c not in names]
-    chunks = file_chunks(file)
     if missing:
         message = f"missing required column(s) {', '.join(missing)}"
         if strict:
@@ -99,6 +105,17 @@ def open_columnar(file: Path, spec: RowSpec, report: ReadReport, strict: bool) -
         report.drop(message, f"{file.name}:*", count=sum(c.num_rows for c in chunks))
         return None
     return names, chunks
+
+
+def readable_chunk(chunk: Chunk, rows: list[dict] | DataError, report: ReadReport, strict: bool) -> bool:
+    """True when ``rows`` are rows; a read error is raised (strict) or counted for every row of
+    the chunk (false)."""
+    if not isinstance(rows, DataError):
+        return True
+    if strict:
+        raise rows
+    report.drop("unreadable row group", f"{chunk.file.name}:{chunk.first_row}-{chunk.first_row + chunk.num_rows - 1}", count=chunk.num_rows)
+    return False
 
 
 def iter_columnar(
@@ -111,6 +128,8 @@ def iter_columnar(
             continue
         names, chunks = opened
         for chunk, rows in read_chunks(file, chunks, spec.read_columns(names)):
+            if not readable_chunk(chunk, rows, report, strict):
+                continue
             for offset, row in enumerate(rows):
                 number = chunk.first_row + offset
                 row_id = f"{file.name}:{number}"

@@ -30,7 +30,7 @@ from prefdiff.config import DataConfig
 from prefdiff.data.columnar import Chunk, read_chunk, read_chunks
 from prefdiff.data.readers import DataSource
 from prefdiff.data.report import ReadReport, Reject
-from prefdiff.data.rows import open_columnar
+from prefdiff.data.rows import open_columnar, readable_chunk
 from prefdiff.data.schema import PreferencePair
 from prefdiff.errors import DataError
 
@@ -71,6 +71,8 @@ def build_index(source: DataSource, config: DataConfig, report: ReadReport) -> t
         names, chunks = opened
         columns[file] = spec.read_columns(names)
         for chunk, rows in read_chunks(file, chunks, spec.scan_columns(names)):
+            if not readable_chunk(chunk, rows, report, config.strict):
+                continue
             count = 0
             for offset, row in enumerate(rows):
                 rejection = spec.screen(row)
@@ -187,8 +189,13 @@ class WindowedPairs:
 
     def _read(self, indexed: IndexedChunk) -> list[Candidate]:
         chunk = indexed.chunk
+        rows = read_chunk(chunk, self.columns[chunk.file])
+        if isinstance(rows, DataError):  # damaged since the index was built: each candidate fails alone
+            where = f"{chunk.file}, rows {chunk.first_row}-{chunk.first_row + chunk.num_rows - 1}"
+            rejection = Reject("unreadable row group", detail=str(rows))
+            return [Candidate(f"{chunk.file.name}:{chunk.first_row}+", where, rejection)] * indexed.candidates
         out: list[Candidate] = []
-        for offset, row in enumerate(read_chunk(chunk, self.columns[chunk.file])):
+        for offset, row in enumerate(rows):
             if self.spec.screen(row) is not None:
                 continue
             number = chunk.first_row + offset

@@ -131,3 +131,14 @@ def streaming_parquet(path: Path, num_rows: int, files: int = 3, row_group_size:
             })
         write_parquet(path / f"train-{f:05d}-of-{files:05d}.parquet", rows, row_group_size)
     return path
+
+
+def damage_row_group(path: Path, row_group: int, column: int) -> Path:
+    """Overwrite one column chunk's pages (snappy-compressed) of ``row_group`` with junk: its
+    other columns still read, that one fails."""
+    meta = pq.ParquetFile(path).metadata.row_group(row_group).column(column)
+    data = bytearray(path.read_bytes())
+    start, size = meta.data_page_offset, meta.total_compressed_size
+    data[start + 5 : start + size - 5] = b"\x07" * (size - 10)
+    path.write_bytes(bytes(data))
+    return path

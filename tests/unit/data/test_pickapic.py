@@ -16,6 +16,8 @@ from prefdiff.errors import DataError
 from .fixtures import (
     BLUE,
     RED,
+    V2_COLUMNS,
+    damage_row_group,
     jpeg,
     truncated_jpeg,
     v2_row,
@@ -179,3 +181,30 @@ def test_one_crop_and_one_flip_for_both_images():
         assert w.original_size == (32, 48)
         flips += int(w.pixels[2, 0, 0] > 0)  # blue at the left edge: flipped
     assert 0 < flips < 8
+
+
+def test_unreadable_files_and_row_groups_are_counted_or_named(tmp_path):
+    shards = tmp_path / "shards"
+    rows = [v2_row(i, 1.0) for i in range(12)]
+    damaged = damage_row_group(write_parquet(shards / "a.parquet", rows, row_group_size=4), row_group=1, column=V2_COLUMNS.index("jpg_0"))
+    (shards / "b.parquet").write_bytes(b"PAR1 this is not parquet")
+    report = ReadReport()
+    pairs = list(iter_pairs(_data(shards), report))
+    assert [p.prompt for p in pairs] == [f"prompt {i}" for i in (0, 1, 2, 3, 8, 9, 10, 11)]
+    assert report.dropped == {"unreadable row group": 4, "unreadable file": 1}
+    assert report.examples == {"unreadable row group": ["a.parquet:4-7"], "unreadable file": ["b.parquet:*"]}
+    with pytest.raises(DataError, match=r"a.parquet: cannot read rows 4-7"):
+        list(iter_pairs(_data(damaged, "data.strict=true"), ReadReport()))
+    with pytest.raises(DataError, match=r"b.parquet: cannot read the file's schema"):
+        list(iter_pairs(_data(shards / "b.parquet", "data.strict=true"), ReadReport()))
+
+
+def test_arrow_ipc_file_format_is_read_too(tmp_path):
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist([v2_row(i, 0.0) for i in range(5)])
+    path = tmp_path / "pairs.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=2)
+    pairs = list(iter_pairs(_data(path), ReadReport()))
+    assert [p.provenance["winner_uid"] for p in pairs] == [f"uid{i}_1" for i in range(5)]

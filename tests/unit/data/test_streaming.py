@@ -17,6 +17,7 @@ from prefdiff.errors import DataError
 
 from .fixtures import (
     colour_of,
+    damage_row_group,
     jpeg,
     streaming_parquet,
     truncated_jpeg,
@@ -157,3 +158,47 @@ def test_one_crop_and_one_flip_for_both_images_of_a_streamed_pair(tmp_path):
         assert item["crop_top_left"][0] == item["crop_top_left"][1]
         flips.add(bool(item["winner_pixels"][2, 0, 0] > 0))  # blue at the left edge: flipped
     assert flips == {True, False}
+
+
+def test_strict_streaming_index_names_a_bad_label(tmp_path):
+    rows = [{"caption": f"c{i}", "jpg_0": jpeg((9, 9, 9)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(6)]
+    rows[4]["label_0"] = 0.25
+    path = write_parquet(tmp_path / "labels.parquet", rows, row_group_size=2)
+    assert _stream(path).report.dropped == {"label_0 outside {0, 0.5, 1}": 1}
+    with pytest.raises(DataError, match=r"labels.parquet, row 4: label_0 outside \{0, 0.5, 1\}"):
+        _stream(path, 0, "data.strict=true")
+
+
+def test_row_group_damaged_after_indexing_is_substituted(tmp_path):
+    """The label scan reads fine, the image column of row group 1 does not: its pairs are
+    substituted from the rest of the window, never crash a non-strict run."""
+    rows = [{"caption": f"c{i}", "jpg_0": jpeg(colour_of(i)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(12)]
+    path = damage_row_group(write_parquet(tmp_path / "dmg.parquet", rows, row_group_size=4), row_group=1, column=1)
+    stream = _stream(path, 0, "data.shuffle_buffer=12")
+    assert len(stream) == 12
+    prompts = [stream[slot]["prompt"] for slot in range(12)]
+    assert not {"c4", "c5", "c6", "c7"} & set(prompts)
+    assert stream.substitutions["unreadable row group"] >= 4
+    with pytest.raises(DataError, match=r"dmg.parquet, rows 4-7: unreadable row group"):
+        [_stream(path, 0, "data.shuffle_buffer=12", "data.strict=true")[slot] for slot in range(12)]
+
+
+def test_dataloader_workers_see_the_same_batches(shards):
+    """Two worker processes (each with its own window) give the batches one process gives."""
+    from torch.utils.data import DataLoader
+
+    from prefdiff.data.dataset import SlotBatchSampler, collate_pairs
+
+    def batches(workers: int) -> list[dict]:
+        stream = _stream(shards, 5)
+        loader = DataLoader(stream, batch_sampler=SlotBatchSampler(70, 8), collate_fn=collate_pairs, num_workers=workers)
+        out = []
+        for batch in loader:
+            out.append(batch)
+            if len(out) == 4:
+                return out
+        return out
+
+    for one, two in zip(batches(0), batches(2), strict=True):
+        assert one["prompts"] == two["prompts"] and one["slots"] == two["slots"]
+        assert torch.equal(one["winner_pixels"], two["winner_pixels"])
