@@ -64,6 +64,9 @@ def test_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path):
     train(straight)
     first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)
     train(first)
+    # a crash after step 3 was logged but before its checkpoint: that row is logged again on resume
+    with (tmp_path / "resumed" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "loss": 99.0}\n')
     second = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=4", *common)
     result = train(second, resume="latest")
     assert result.state.global_step == 4 and result.state.next_slot == 8

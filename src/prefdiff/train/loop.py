@@ -137,6 +137,8 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     if resume_path is not None:
         accelerator.load_state(str(resume_path))
         log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
+        if accelerator.is_main_process:
+            _drop_metrics_after(run_dir / "metrics.jsonl", state.global_step)
 
     # ---- data
     sampler = SlotBatchSampler(state.next_slot, cfg_t.batch_size, accelerator.process_index, accelerator.num_processes)
@@ -217,6 +219,16 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step)
     accelerator.end_training()
     return TrainResult(run_dir, final, state, last)
+
+
+def _drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """Forget rows logged after the checkpoint we resume from: they will be logged again."""
+    if not metrics_file.exists():
+        return
+    rows = [line for line in metrics_file.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line)["step"] <= step]
+    if len(kept) != len(rows):
+        metrics_file.write_text("".join(line + "\n" for line in kept))
 
 
 def _validate(config: Config, backbone: Backbone, unet: torch.nn.Module, run_dir: Path, step: int) -> None:
