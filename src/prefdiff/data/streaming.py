@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from prefdiff.config import DataConfig
-from prefdiff.data.columnar import Chunk, read_chunk, read_chunks
+from prefdiff.data.columnar import Chunk, read_chunks
 from prefdiff.data.readers import DataSource
 from prefdiff.data.report import ReadReport, Reject
 from prefdiff.data.rows import open_columnar, readable_chunk
@@ -37,6 +37,7 @@ from prefdiff.errors import DataError
 log = logging.getLogger("prefdiff.data")
 
 _PLAN_KEY, _WINDOW_KEY = 0x0C4A, 0x3D0E  # separate the seeded streams of chunk order and rows
+_GONE = DataError("the row group is no longer in the file; did the data files change?")
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,17 @@ class WindowedPairs:
             return self._window[2], self._window[3]
         self._window = None  # free the previous window before reading the next
         plan = self.plan(epoch)
+        chunk_ids = plan.order[plan.bounds[window] : plan.bounds[window + 1]]
+        by_file: dict[Path, list[Chunk]] = {}
+        for chunk_id in chunk_ids:  # read each file once, whatever the window's chunk order
+            by_file.setdefault(self.chunks[chunk_id].chunk.file, []).append(self.chunks[chunk_id].chunk)
+        read: dict[Chunk, list[dict] | DataError] = {}
+        for file, chunks in by_file.items():
+            read.update(read_chunks(file, chunks, self.columns[file]))
         rows: list[Candidate] = []
-        for chunk_id in plan.order[plan.bounds[window] : plan.bounds[window + 1]]:
-            rows.extend(self._read(self.chunks[chunk_id]))
+        for chunk_id in chunk_ids:
+            indexed = self.chunks[chunk_id]
+            rows.extend(self._candidates(indexed, read.pop(indexed.chunk, _GONE)))
         expected = plan.starts[window + 1] - plan.starts[window]
         if len(rows) != expected:
             raise DataError(f"window {window} of epoch {epoch}: read {len(rows)} candidates, the index has {expected}; did the data files change?")
@@ -187,9 +196,9 @@ class WindowedPairs:
         self.windows_loaded += 1
         return rows, perm
 
-    def _read(self, indexed: IndexedChunk) -> list[Candidate]:
+    def _candidates(self, indexed: IndexedChunk, rows: list[dict] | DataError) -> list[Candidate]:
+        """The chunk's candidates (rows that pass the screen, as many as the index counted)."""
         chunk = indexed.chunk
-        rows = read_chunk(chunk, self.columns[chunk.file])
         if isinstance(rows, DataError):  # damaged since the index was built: each candidate fails alone
             where = f"{chunk.file}, rows {chunk.first_row}-{chunk.first_row + chunk.num_rows - 1}"
             rejection = Reject("unreadable row group", detail=str(rows))
