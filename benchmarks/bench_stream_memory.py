@@ -16,39 +16,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-
-class RssSampler:
-    """Samples the current RSS every 2 ms in a thread; ``stop()`` returns the peak growth in
-    bytes over the RSS at construction (as in bench_train_step.py)."""
-
-    def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.start = self.peak = self._rss()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _run(self) -> None:
-        while not self._done.wait(0.002):
-            self.peak = max(self.peak, self._rss())
-
-    def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-        return self.peak - self.start
+from rss import RssSampler  # benchmarks/rss.py (the script's folder is on sys.path)
 
 
 def generate(out: Path, num_pairs: int, shards: int, image: int, row_group: int) -> Path:
