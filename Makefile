@@ -7,11 +7,11 @@ quickstart: setup
 
 test:
 	bash scripts/setup.sh --test
-	.venv/bin/python -m ruff check src tests benchmarks
+	.venv/bin/python -m ruff check --no-cache src tests benchmarks
 	.venv/bin/python -m pytest -q
 
 lint:
-	.venv/bin/python -m ruff check src tests benchmarks
+	.venv/bin/python -m ruff check --no-cache src tests benchmarks
 
 bench: setup
 	.venv/bin/python benchmarks/bench_train_step.py

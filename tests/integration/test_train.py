@@ -56,10 +56,13 @@ def test_grad_accumulation_1x8_2x4_8x1_give_the_same_update(tiny_sd, shapes_parq
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
-def test_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["in_memory", "streaming"])
+def test_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path, streaming):
     """4 steps straight vs 2 steps, stop, resume to 4: same weights. LoRA dropout makes the
-    torch RNG matter, warm-up makes the scheduler state matter, the data stream the position."""
-    common = ("train.checkpoint_every=2", "lora.dropout=0.1", "optim.warmup_steps=3", "data.random_flip=true")
+    torch RNG matter, warm-up makes the scheduler state matter, the data stream the position
+    (streamed: a resumed run reads only the window that holds its next slot)."""
+    common = ("train.checkpoint_every=2", "lora.dropout=0.1", "optim.warmup_steps=3", "data.random_flip=true",
+              f"data.streaming={str(streaming).lower()}", "data.shuffle_buffer=8")
     straight = tiny_config(tiny_sd, shapes_parquet, tmp_path / "straight", "train.max_steps=4", *common)
     train(straight)
     first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)

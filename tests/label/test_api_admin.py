@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from conftest import ADMIN_TOKEN, Env, make_pairs, make_run
 
 ADMIN_GETS = ["/api/admin/studies", "/api/admin/studies/{id}", "/api/admin/studies/{id}/export/votes.csv"]
