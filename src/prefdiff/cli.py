@@ -111,25 +111,39 @@ def make_tiny(
 @app.command()
 def generate(
     model: Annotated[Path, typer.Option(help="A diffusers pipeline directory.")],
-    prompt: Annotated[list[str], typer.Option(help="Prompt text (repeat for several).")],
-    out: Annotated[Path, typer.Option(help="Directory for the PNGs.")],
+    out: Annotated[Path, typer.Option(help="Directory for the PNGs and manifest.jsonl.")],
+    prompt: Annotated[list[str] | None, typer.Option(help="Prompt text (repeat for several); or use --prompts.")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="A prompt set: .txt (a line each), .tsv (PartiPrompts), .json (list), .jsonl (prompt field).")
+    ] = None,
+    images_per_prompt: Annotated[int, typer.Option(help="With --prompts: images per prompt, seeded by (prompt index, image index).")] = 1,
     lora: Annotated[Path | None, typer.Option(help="A LoRA directory written by `prefdiff train`.")] = None,
     unet: Annotated[Path | None, typer.Option(help="A full UNet directory written by `prefdiff train` (lora.enabled=false).")] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="Seed(s); one image per prompt and seed.")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="With --prompt: seed(s), one image per prompt and seed. With --prompts: the base seed.")] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     resolution: Annotated[int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
+    scheduler: Annotated[str, typer.Option(help="Sampler: default (the pipeline's), ddim, euler, euler_a, dpmpp, pndm.")] = "default",
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
 ) -> None:
-    """Generate PNGs from a pipeline, optionally with trained LoRA weights or a tuned UNet."""
+    """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned UNet), for
+    explicit prompts and seeds or for a whole prompt set with paired seeds. Resumable."""
     _quiet_libraries()
-    from prefdiff.evaluate.generate import generate_pngs
+    from prefdiff.errors import PrefdiffError
+    from prefdiff.evaluate.generate import SamplerSettings, generate_pngs, generate_prompt_set
 
-    paths = generate_pngs(
-        model, prompt, seed or [0], out, lora=lora, unet=unet, steps=steps, guidance_scale=guidance_scale,
-        resolution=resolution, negative_prompt=negative_prompt,
-    )
-    typer.echo(f"wrote {len(paths)} image(s) to {out}")
+    if (prompt is None) == (prompts is None):
+        raise PrefdiffError("give either --prompt (one or more) or --prompts FILE")
+    settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
+    if prompts is not None:
+        base_seed = (seed or [0])[0]
+        paths = generate_prompt_set(model, prompts, images_per_prompt, out, lora, unet, settings, base_seed, batch_size)
+    else:
+        paths = generate_pngs(model, prompt or [], seed or [0], out, lora=lora, unet=unet, steps=steps,
+                              guidance_scale=guidance_scale, resolution=resolution, negative_prompt=negative_prompt,
+                              scheduler=scheduler, batch_size=batch_size)
+    typer.echo(f"{len(paths)} image(s) in {out} (manifest.jsonl beside them)")
 
 
 @app.command()
