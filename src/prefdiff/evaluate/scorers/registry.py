@@ -133,9 +133,11 @@ class MixedScorer(Scorer):
         return total
 
 
-# A "+" starts a new term only when a weight ("0.3*") or a kind ("clip:") follows it, so paths
-# containing "+" elsewhere still parse.
-_TERM_SPLIT = re.compile(r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*)?(?:" + "|".join(KINDS) + r"):)")
+# A "+" starts a new term only when a weighted word ("0.3*name:") or a known kind ("clip:")
+# follows it, so paths containing "+" elsewhere still parse and an unknown weighted kind is reported.
+_TERM_SPLIT = re.compile(
+    r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*[A-Za-z_]\w*:|(?:" + "|".join(KINDS) + r"):))"
+)
 _WEIGHT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*(.*)$", re.DOTALL)
 
 
