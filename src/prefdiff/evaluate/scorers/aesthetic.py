@@ -122,7 +122,10 @@ def load_aesthetic(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ScorerError(f"cannot read the aesthetic weights {path}: {error}") from error
+        raise ScorerError(
+            f"cannot read the aesthetic weights {path} (loaded with torch.load(weights_only=True); "
+            f"a file holding more than tensors must be re-saved as a plain state dict): {error}"
+        ) from error
     mlp = load_mlp(state, path)
     width = int(model.config.projection_dim)
     if mlp[0].in_features != width:

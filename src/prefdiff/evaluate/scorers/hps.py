@@ -258,7 +258,10 @@ def load_hps(
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ScorerError(f"cannot read the HPS checkpoint {path}: {error}") from error
+        raise ScorerError(
+            f"cannot read the HPS checkpoint {path} (loaded with torch.load(weights_only=True); "
+            f"a file holding more than tensors must be re-saved as a plain state dict): {error}"
+        ) from error
     tokenizer = clip_processor.tokenizer
     ids = {
         "bos_token_id": tokenizer.bos_token_id,
