@@ -178,6 +178,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool) and "no" in get_args(tp):
+            value = "yes" if value else "no"  # YAML 1.1 reads no/off/false as False
         if value not in get_args(tp):
             choices = ", ".join(repr(c) for c in get_args(tp))
             raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
@@ -205,6 +207,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, int | float) and not isinstance(value, bool) or type(value).__name__ in ("date", "datetime"):
+            return str(value)  # YAML turned a name like 2024-01-01 or 123 into a date or number
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
         return value
@@ -283,6 +287,15 @@ def validate(config: Config) -> None:
         (config.optim.lr > 0, "optim.lr", "must be > 0"),
         (config.objective.beta > 0, "objective.beta", "must be > 0"),
         (config.train.keep_last >= 1, "train.keep_last", "must be >= 1"),
+        (config.train.global_batch_pairs is None or config.train.global_batch_pairs >= 1, "train.global_batch_pairs", "must be >= 1 or null"),
+        (config.train.log_every >= 1, "train.log_every", "must be >= 1"),
+        (config.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
+        (config.train.validate_every >= 0, "train.validate_every", "must be >= 0"),
+        (config.train.validation_steps >= 1, "train.validation_steps", "must be >= 1"),
+        (config.data.max_pairs is None or config.data.max_pairs >= 1, "data.max_pairs", "must be >= 1 or null"),
+        (config.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (config.lora.alpha > 0, "lora.alpha", "must be > 0"),
+        (0 <= config.lora.dropout < 1, "lora.dropout", "must be in [0, 1)"),
         (config.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
         (config.model.prediction_type in (None, "epsilon", "v_prediction"), "model.prediction_type", "must be epsilon or v_prediction"),
     ]

@@ -35,6 +35,9 @@ QUICKSTART_RECIPE = {
 
 def _implicit_accuracy_trend(metrics_file: Path, window: int = 50) -> tuple[float, float]:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "implicit_acc" in r]  # SFT logs none
+    if not rows:
+        return float("nan"), float("nan")
     first = [r["implicit_acc"] for r in rows[:window]]
     last = [r["implicit_acc"] for r in rows[-window:]]
     return sum(first) / len(first), sum(last) / len(last)
@@ -46,6 +49,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict:
     from prefdiff.models import load_backbone
     from prefdiff.models.tiny import build_tiny_pipeline
     from prefdiff.toy.synthetic import write_shapes_parquet
+    from prefdiff.train.checkpoint import list_checkpoints
     from prefdiff.train.loop import train
 
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict:
     start = time.perf_counter()
     if not (run_dir / "lora" / "pytorch_lora_weights.safetensors").exists():
         typer.echo(f"[4/5] Diffusion-DPO with LoRA for {config.train.max_steps} steps -> {run_dir}")
-        train(config, resume="latest" if (run_dir / "checkpoints").exists() else None)
+        train(config, resume="latest" if list_checkpoints(run_dir) else None)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -26,11 +26,21 @@ def test_overrides_parse_types():
         ("optim.name=sgdx", "'optim.name'"),
         ("data.resolution=30", "'data.resolution' must be a positive multiple of 8"),
         ("train.max_steps", "not of the form key=value"),
+        ("train.log_every=0", "'train.log_every' must be >= 1"),
+        ("train.global_batch_pairs=0", "'train.global_batch_pairs' must be >= 1"),
+        ("data.max_pairs=0", "'data.max_pairs' must be >= 1"),
+        ("lora.dropout=1.0", "'lora.dropout' must be in"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_config(None, [override])
+
+
+def test_yaml_words_that_are_not_strings_to_yaml():
+    """YAML 1.1 reads `no` as false and 2024-01-01 as a date; the config takes what was meant."""
+    cfg = load_config(None, ["train.mixed_precision=no", "data.path=2024-01-01", "output_dir=123"])
+    assert cfg.train.mixed_precision == "no" and cfg.data.path == "2024-01-01" and cfg.output_dir == "123"
 
 
 def test_yaml_unknown_key_names_file_and_key(tmp_path):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
-from prefdiff.data.dataset import TRANSFORM_STREAM
+from prefdiff.data.dataset import TRANSFORM_STREAM, epoch_permutation
 from prefdiff.data.readers import iter_pairs
 from prefdiff.data.report import ReadReport
 from prefdiff.data.schema import PreferencePair, open_image
@@ -54,13 +54,6 @@ class CacheSettings:
     shard_size: int = 256
     batch_size: int = 16
     strict: bool = False
-
-
-def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
-    """The order of the cached pairs in ``epoch``: the in-memory stream's order over the same
-    pairs (the cache keeps the reader's order), so a cached run sees the on-the-fly run's pairs
-    (tests/unit/data/test_cache.py checks the two runs agree)."""
-    return torch.randperm(size, generator=pair_generator(seed, epoch, stream=2))
 
 
 # ------------------------------------------------------------------------------ fingerprints
@@ -91,6 +84,13 @@ def model_fingerprint(backbone: Backbone) -> dict[str, str]:
         folder = backbone.path / name
         fingerprint[name] = _weights_digest(folder) if folder.is_dir() else "missing"
     return fingerprint
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as JSON ({err}); remove the cache directory and rebuild it") from None
 
 
 def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
@@ -210,11 +210,12 @@ def build_cache(
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / INFO_FILE
     expected = _cache_identity(backbone, data, settings)
-    if info_path.exists():
-        existing = json.loads(info_path.read_text())
-        diffs = _differences(expected, {k: existing.get(k) for k in expected})
-        if diffs:
-            raise DataError(f"{out} holds a cache made differently ({'; '.join(diffs)}); choose another --out")
+    for made_by in (info_path, out / "cache_identity.json"):  # finished, or interrupted
+        if made_by.exists():
+            existing = _read_json(made_by)
+            diffs = _differences(expected, {k: existing.get(k) for k in expected})
+            if diffs:
+                raise DataError(f"{out} holds a cache made differently ({'; '.join(diffs)}); choose another --out")
     (out / "cache_identity.json").write_text(json.dumps(expected, indent=2))
     source_report = ReadReport()  # what the reader dropped: the same on every process
     encode_report = ReadReport()  # images that failed to decode in this process's shards
@@ -283,7 +284,7 @@ def is_cache_dir(path: str | Path) -> bool:
 
 def load_cache_info(path: Path) -> dict[str, Any]:
     info_file = path / INFO_FILE
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = _read_json(info_file) if info_file.is_file() else {}
     if not info.get("complete"):
         raise DataError(f"{path}: the cache is incomplete; run `prefdiff cache` again to finish it")
     if info.get("version") != CACHE_VERSION:
@@ -306,7 +307,8 @@ def check_cache_matches(info: dict[str, Any], backbone: Backbone, data: DataConf
 
 
 class CachedPairStream(Dataset):
-    """Slot-indexed dataset over a cache, in the same order as the on-the-fly stream."""
+    """Slot-indexed dataset over a cache, in the same order as the in-memory on-the-fly stream
+    (a streamed dataset visits pairs window by window, so its order differs)."""
 
     def __init__(self, path: str | Path, seed: int, data: DataConfig, backbone: Backbone) -> None:
         self.path = Path(path)

@@ -77,6 +77,8 @@ def load_generation_pipeline(model: Path, lora: Path | None = None, unet: Path |
             raise ModelLoadError(f"--lora {lora}: no pytorch_lora_weights.safetensors in this directory")
         pipe.load_lora_weights(str(lora))
     pipe.set_progress_bar_config(disable=True)
+    if torch.cuda.is_available():
+        pipe.to("cuda")
     scale = 2 ** (len(backbone.vae.config.block_out_channels) - 1)
     return pipe, int(pipe.unet.config.sample_size) * scale
 

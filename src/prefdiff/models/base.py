@@ -206,12 +206,3 @@ class Backbone:
     def pipeline(self, unet: torch.nn.Module | None = None) -> Any:
         """A diffusers pipeline over these components (optionally another UNet)."""
         raise NotImplementedError
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies this model for caches: family, path, configs that change encodings."""
-        return {
-            "family": self.family,
-            "path": str(self.path.resolve()),
-            "vae_config": {k: v for k, v in dict(self.vae.config).items() if not k.startswith("_")},
-            "prediction_type": self.prediction_type,
-        }

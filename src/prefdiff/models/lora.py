@@ -59,5 +59,12 @@ def save_lora_diffusers(pipeline_class: Any, unet: torch.nn.Module, out_dir: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layers = convert_state_dict_to_diffusers(lora_state_dict(unet))
-    pipeline_class.save_lora_weights(save_directory=str(out), unet_lora_layers=layers, safe_serialization=True)
+    # the adapter config (alpha, rank, targets) travels with the weights: without it
+    # load_lora_weights applies the update at scale 1 instead of alpha / rank
+    pipeline_class.save_lora_weights(
+        save_directory=str(out),
+        unet_lora_layers=layers,
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+        safe_serialization=True,
+    )
     return out

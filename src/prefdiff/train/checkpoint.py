@@ -45,6 +45,18 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
+def drop_later_checkpoints(run_dir: Path, resumed: Path) -> list[Path]:
+    """Resuming from an older checkpoint abandons the later ones: remove them, so that
+    pruning and ``--resume latest`` follow the new run."""
+    step = int(resumed.name[len(PREFIX):]) if resumed.name.startswith(PREFIX) else None
+    if step is None:
+        return []
+    later = [p for p in list_checkpoints(run_dir) if int(p.name[len(PREFIX):]) > step]
+    for old in later:
+        shutil.rmtree(old, ignore_errors=True)
+    return later
+
+
 def register_lora_hooks(accelerator: Any) -> None:
     """Make accelerate save and load only the LoRA adapter of the prepared UNet."""
     from safetensors.torch import load_file, save_file
@@ -67,6 +79,9 @@ def register_lora_hooks(accelerator: Any) -> None:
 def save_checkpoint(accelerator: Any, run_dir: Path, step: int, keep_last: int) -> Path:
     """Save, mark complete (a crash mid-save leaves no 'COMPLETE'), then drop old ones."""
     path = checkpoint_dir(run_dir, step)
+    if accelerator.is_main_process and path.exists():
+        shutil.rmtree(path)  # a checkpoint of an abandoned later run: never half-overwrite it
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(path))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -17,7 +17,12 @@ from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone, load_backbone
 from prefdiff.models.lora import add_lora, save_lora_diffusers
 from prefdiff.objectives import build_objective
-from prefdiff.train.checkpoint import register_lora_hooks, resolve_resume, save_checkpoint
+from prefdiff.train.checkpoint import (
+    drop_later_checkpoints,
+    register_lora_hooks,
+    resolve_resume,
+    save_checkpoint,
+)
 from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.reference import AdapterDisabledReference, FrozenCopyReference
 from prefdiff.train.run_dir import write_run_info
@@ -91,6 +96,11 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         log_with=None if cfg_t.report_to == "none" else cfg_t.report_to,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise ConfigError(
+            f"accelerate's {accelerator.distributed_type.name} is not supported yet: the reference forward and the LoRA "
+            "checkpoint hooks assume whole (DDP or single-process) models. Launch with --multi_gpu (DDP)."
+        )
     accum = _accumulation_steps(config, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
     weight_dtype = DTYPES[cfg_t.mixed_precision]
@@ -139,6 +149,8 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
         if accelerator.is_main_process:
             _drop_metrics_after(run_dir / "metrics.jsonl", state.global_step)
+            for abandoned in drop_later_checkpoints(run_dir, resume_path):
+                log.warning("removed %s: it belongs to the run abandoned by resuming from %s", abandoned, resume_path)
 
     # ---- data
     sampler = SlotBatchSampler(state.next_slot, cfg_t.batch_size, accelerator.process_index, accelerator.num_processes)
@@ -208,7 +220,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
             and state.global_step % cfg_t.validate_every == 0
             and accelerator.is_main_process
         ):
-            _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step)
+            _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step, accelerator.autocast)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -216,7 +228,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     if cfg_t.validation_prompts and accelerator.is_main_process and not (
         cfg_t.validate_every and state.global_step % cfg_t.validate_every == 0
     ):
-        _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step)
+        _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step, accelerator.autocast)
     accelerator.end_training()
     return TrainResult(run_dir, final, state, last)
 
@@ -226,12 +238,19 @@ def _drop_metrics_after(metrics_file: Path, step: int) -> None:
     if not metrics_file.exists():
         return
     rows = [line for line in metrics_file.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= step]
+
+    def logged_step(line: str) -> int:
+        try:
+            return int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return step + 1  # a line cut short by a crash: drop it
+
+    kept = [line for line in rows if logged_step(line) <= step]
     if len(kept) != len(rows):
         metrics_file.write_text("".join(line + "\n" for line in kept))
 
 
-def _validate(config: Config, backbone: Backbone, unet: torch.nn.Module, run_dir: Path, step: int) -> None:
+def _validate(config: Config, backbone: Backbone, unet: torch.nn.Module, run_dir: Path, step: int, autocast: Any) -> None:
     cfg_t = config.train
     generate_images(
         backbone,
@@ -242,6 +261,7 @@ def _validate(config: Config, backbone: Backbone, unet: torch.nn.Module, run_dir
         config.data.resolution,
         cfg_t.validation_steps,
         cfg_t.validation_guidance_scale,
+        autocast,
     )
 
 

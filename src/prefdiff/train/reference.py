@@ -56,6 +56,11 @@ class FrozenCopyReference:
 
     def __init__(self, unet: torch.nn.Module, dtype: torch.dtype, autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.unet = copy.deepcopy(unet).to(dtype=dtype).eval().requires_grad_(False)
+        # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
+        # reference must use the same fp32 weights, or it differs from the policy at step 0.
+        for module in self.unet.modules():
+            if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
+                module.float()
         self.autocast = autocast
 
     @torch.no_grad()

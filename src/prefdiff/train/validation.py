@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ def generate_images(
     resolution: int,
     steps: int = 25,
     guidance_scale: float = 5.0,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> list[Path]:
     """One PNG per (prompt, seed): ``{prompt_index:02d}_seed{seed}.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -31,14 +34,17 @@ def generate_images(
         for p_index, prompt in enumerate(prompts):
             for seed in seeds:
                 generator = torch.Generator(device="cpu").manual_seed(seed)
-                image = pipe(
-                    prompt,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                    height=resolution,
-                    width=resolution,
-                    generator=generator,
-                ).images[0]
+                # under mixed precision the prepared UNet returns fp32 while the VAE holds
+                # bf16/fp16 weights: autocast makes the decode take either
+                with autocast():
+                    image = pipe(
+                        prompt,
+                        num_inference_steps=steps,
+                        guidance_scale=guidance_scale,
+                        height=resolution,
+                        width=resolution,
+                        generator=generator,
+                    ).images[0]
                 path = out_dir / f"{p_index:02d}_seed{seed}.png"
                 image.save(path)
                 written.append(path)

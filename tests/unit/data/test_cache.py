@@ -129,3 +129,19 @@ def test_training_from_cache_matches_on_the_fly_and_never_encodes(tiny_sd, shape
         assert cached[0][key] == pytest.approx(live[0][key], rel=1e-3)
     assert cached[0]["loss"] == pytest.approx(live[0]["loss"], abs=1e-6)
     assert cached[1]["loss"] == pytest.approx(live[1]["loss"], abs=5e-3)
+
+
+def test_resuming_an_interrupted_build_with_other_settings_is_refused(tiny_sd, shapes_parquet, tmp_path, monkeypatch):
+    backbone = load_backbone(tiny_sd)
+    real_write = cache_module._write_shard
+
+    def dying_write(path, encoded):
+        real_write(path, encoded)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(cache_module, "_write_shard", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        _build(backbone, _data(shapes_parquet), tmp_path)
+    monkeypatch.setattr(cache_module, "_write_shard", real_write)
+    with pytest.raises(DataError, match="holds a cache made differently.*flip_copies"):
+        _build(backbone, _data(shapes_parquet), tmp_path, flip_copies=True)
