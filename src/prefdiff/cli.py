@@ -147,6 +147,24 @@ def generate(
 
 
 @app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A folder written by `prefdiff generate` (the candidate).")],
+    run_b: Annotated[Path, typer.Argument(help="The same prompt set and seeds from another model (the baseline).")],
+    scorer: Annotated[str, typer.Option(help="KIND:PATH (pickscore, hpsv2, aesthetic, clip, python:module:function) or a mix 0.7*A+0.3*B.")],
+    out: Annotated[Path, typer.Option(help="Directory for summary.json, scores.jsonl and report.html.")],
+    tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+) -> None:
+    """Paired win rate of RUN_A over RUN_B by a reward model, with error bars, and an HTML report."""
+    _quiet_libraries()
+    from prefdiff.evaluate.compare import compare_runs
+
+    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size)
+    low, high = summary["win_rate_ci"]
+    typer.echo(f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: {out / 'report.html'}")
+
+
+@app.command()
 def cache(
     model: Annotated[Path, typer.Option(help="The diffusers pipeline directory whose VAE and text encoder(s) encode the data.")],
     data: Annotated[str, typer.Option(help="The preference data (the same spec as data.path).")],

@@ -1,0 +1,179 @@
+"""`prefdiff compare RUN_A RUN_B --scorer SPEC --out DIR`: a paired comparison of two generation
+runs of the same prompt set, scored by a reward model, into summary.json and report.html.
+
+A run is a folder written by `prefdiff generate` (its ``manifest.jsonl`` names each image's
+prompt, indices and seed). Comparisons pair images by (prompt_index, image_index); runs made
+from different prompts or seeds are refused, since they are not paired.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefdiff.errors import DataError
+from prefdiff.evaluate.winrate import Comparison, summarize
+
+
+def read_manifest(run: Path) -> dict[tuple[int, int], dict[str, Any]]:
+    """The records of ``run/manifest.jsonl`` keyed by (prompt_index, image_index)."""
+    manifest = run / "manifest.jsonl"
+    if not manifest.is_file():
+        raise DataError(f"{run}: no manifest.jsonl (make runs with `prefdiff generate`)")
+    records = {}
+    for line_number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (int(record["prompt_index"]), int(record["image_index"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{manifest}: line {line_number} is not a manifest record ({err})") from None
+        records[key] = record
+    return records
+
+
+def pair_runs(run_a: Path, run_b: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Matching records of two runs, or a DataError naming the first key that is not paired."""
+    a, b = read_manifest(run_a), read_manifest(run_b)
+    if a.keys() != b.keys():
+        only = sorted(a.keys() ^ b.keys())[:3]
+        raise DataError(f"{run_a} and {run_b} are not paired: (prompt_index, image_index) {only} is in only one of them")
+    pairs = []
+    for key in sorted(a):
+        for field in ("prompt", "seed"):
+            if a[key][field] != b[key][field]:
+                raise DataError(
+                    f"{run_a} and {run_b} are not paired: image {key} has {field} {a[key][field]!r} in one and "
+                    f"{b[key][field]!r} in the other (generate both from the same prompt file and base seed)"
+                )
+        for run, record in ((run_a, a[key]), (run_b, b[key])):
+            if not (run / record["file"]).is_file():
+                raise DataError(f"{run}: image {record['file']} named in manifest.jsonl is missing")
+        pairs.append((a[key], b[key]))
+    return pairs
+
+
+def score_runs(run_a: Path, run_b: Path, scorer: Any, batch_size: int = 16) -> list[Comparison]:
+    """Score every paired image of both runs (``scorer.score(images, prompts)``)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    pairs = pair_runs(run_a, run_b)
+    comparisons = []
+    for start in tqdm(range(0, len(pairs), batch_size), desc="score", unit="batch", disable=len(pairs) <= batch_size):
+        batch = pairs[start : start + batch_size]
+        prompts = [ra["prompt"] for ra, _ in batch]
+        scores = {}
+        for side, run in (("a", run_a), ("b", run_b)):
+            images = [Image.open(run / (ra if side == "a" else rb)["file"]).convert("RGB") for ra, rb in batch]
+            scores[side] = scorer.score(images, prompts)
+        for (ra, _), score_a, score_b in zip(batch, scores["a"], scores["b"], strict=True):
+            comparisons.append(Comparison(ra["prompt_index"], ra["image_index"], float(score_a), float(score_b), ra.get("category")))
+    return comparisons
+
+
+def _training_curve(run: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl of the training run behind a generation run (found through its LoRA or UNet)."""
+    record = next(iter(read_manifest(run).values()))
+    for key in ("lora", "unet"):
+        if record.get(key):
+            metrics = Path(record[key]).parent / "metrics.jsonl"
+            if metrics.is_file():
+                return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return []
+
+
+def _svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
+    """Horizontal bars of win rates with their intervals, and the 50% line."""
+    width, bar, gap, left = 520, 18, 10, 150
+    height = len(rows) * (bar + gap) + 30
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="12">']
+    scale = width - left - 20
+    parts.append(f'<line x1="{left + scale / 2}" y1="0" x2="{left + scale / 2}" y2="{height - 20}" stroke="#999" stroke-dasharray="4"/>')
+    for i, (label, rate, low, high) in enumerate(rows):
+        y = i * (bar + gap) + 5
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{rate * scale:.1f}" height="{bar}" fill="#4c78a8"/>')
+        parts.append(f'<line x1="{left + low * scale:.1f}" y1="{y + bar / 2}" x2="{left + high * scale:.1f}" y2="{y + bar / 2}" stroke="#222" stroke-width="2"/>')
+        parts.append(f'<text x="{left + rate * scale + 4:.1f}" y="{y + 13}">{rate:.0%}</text>')
+    parts.append(f'<text x="{left}" y="{height - 5}">0%</text><text x="{left + scale - 20}" y="{height - 5}">100%</text></svg>')
+    return "".join(parts)
+
+
+def _svg_curve(rows: list[dict[str, Any]], key: str) -> str:
+    values = [(r["step"], r[key]) for r in rows if key in r]
+    if len(values) < 2:
+        return ""
+    width, height, pad = 520, 160, 30
+    xs, ys = [v[0] for v in values], [v[1] for v in values]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    span_y = (y1 - y0) or 1.0
+    points = " ".join(
+        f"{pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad):.1f},{height - pad - (y - y0) / span_y * (height - 2 * pad):.1f}"
+        for x, y in values
+    )
+    return (
+        f'<figure><svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">'
+        f'<polyline points="{points}" fill="none" stroke="#e45756" stroke-width="1.5"/>'
+        f'<text x="{pad}" y="14">{html.escape(key)}: {ys[0]:.4g} → {ys[-1]:.4g} (steps {x0}–{x1})</text></svg></figure>'
+    )
+
+
+def write_report(out: Path, run_a: Path, run_b: Path, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24) -> Path:
+    """report.html: bars with intervals, a side-by-side grid (images referenced by relative path),
+    and the training curves of the runs behind A and B when their metrics are found."""
+    pairs = {(ra["prompt_index"], ra["image_index"]): (ra, rb) for ra, rb in pair_runs(run_a, run_b)}
+    bars = [("overall", summary["win_rate"], *summary["win_rate_ci"])]
+    bars += [(name, c["win_rate"], *c["win_rate_ci"]) for name, c in summary["by_category"].items()]
+    rows = []
+    for comparison in comparisons[:max_rows]:
+        ra, rb = pairs[(comparison.prompt_index, comparison.image_index)]
+        src_a = html.escape(os.path.relpath(run_a / ra["file"], out))
+        src_b = html.escape(os.path.relpath(run_b / rb["file"], out))
+        mark_a = " class=win" if comparison.score_a > comparison.score_b else ""
+        mark_b = " class=win" if comparison.score_b > comparison.score_a else ""
+        rows.append(
+            f"<tr><td>{html.escape(ra['prompt'])}<br><small>seed {ra['seed']}</small></td>"
+            f"<td{mark_a}><img src=\"{src_a}\"><br>{comparison.score_a:.3f}</td>"
+            f"<td{mark_b}><img src=\"{src_b}\"><br>{comparison.score_b:.3f}</td></tr>"
+        )
+    curves = ""
+    for name, run in (("A", run_a), ("B", run_b)):
+        metrics = _training_curve(run)
+        if metrics:
+            curves += f"<h3>Training run behind {name}</h3>" + "".join(_svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin"))
+    low, high = summary["win_rate_ci"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff compare</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} img{{width:192px;image-rendering:pixelated}}
+td{{vertical-align:top;padding:6px;text-align:center}} td.win{{background:#e6f4ea}} table{{border-collapse:collapse}}</style></head><body>
+<h1>A wins {summary['win_rate']:.1%} of {summary['n']} paired comparisons</h1>
+<p>A = <code>{html.escape(str(run_a))}</code>, B = <code>{html.escape(str(run_b))}</code>, scorer <code>{html.escape(summary['scorer'])}</code>.
+Wins {summary['wins']}, losses {summary['losses']}, ties {summary['ties']} (counted half). Wilson 95%: {low:.1%}–{high:.1%};
+bootstrap over {summary['num_prompts']} prompts: {summary['win_rate_bootstrap_ci'][0]:.1%}–{summary['win_rate_bootstrap_ci'][1]:.1%}.
+Mean score A {summary['mean_score_a']:.4f}, B {summary['mean_score_b']:.4f}.</p>
+<h2>Win rate of A over B</h2>{_svg_bars(bars)}
+<h2>Side by side (first {len(rows)})</h2><table><tr><th>prompt</th><th>A</th><th>B</th></tr>{''.join(rows)}</table>
+{curves}</body></html>"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_margin: float = 0.0, batch_size: int = 16) -> dict[str, Any]:
+    """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary."""
+    from prefdiff.evaluate.scorers import load_mixed
+
+    pair_runs(run_a, run_b)  # refuse unpaired runs before loading a scorer
+    scorer = load_mixed(scorer_spec)
+    comparisons = score_runs(run_a, run_b, scorer, batch_size)
+    summary = summarize(comparisons, tie_margin)
+    summary.update({"run_a": str(run_a), "run_b": str(run_b), "scorer": scorer_spec, "tie_margin": tie_margin})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))
+    write_report(out, run_a, run_b, summary, comparisons)
+    return summary

@@ -1,0 +1,56 @@
+"""`prefdiff compare` on two generation runs of the tiny pipeline with a python: scorer."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import textwrap
+
+import pytest
+
+from prefdiff.errors import DataError
+from prefdiff.evaluate.compare import compare_runs
+from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_sd, tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    prompts = root / "prompts.tsv"
+    prompts.write_text("Prompt\tCategory\na red circle\tshapes\na blue square\tshapes\na cat\tanimals\n")
+    settings = SamplerSettings(steps=2, resolution=32)
+    generate_prompt_set(tiny_sd, prompts, 2, root / "a", settings=settings)
+    generate_prompt_set(tiny_sd, prompts, 2, root / "b", settings=SamplerSettings(steps=3, resolution=32))
+    generate_prompt_set(tiny_sd, prompts, 2, root / "other_seed", settings=settings, base_seed=7)
+    (root / "scorer_mod.py").write_text(textwrap.dedent('''
+        def brightness(image, prompt):
+            return sum(image.convert("L").getdata()) / (image.width * image.height)
+    '''))
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+
+
+def test_compare_writes_summary_and_report(runs):
+    out = runs / "cmp"
+    summary = compare_runs(runs / "a", runs / "b", "python:scorer_mod:brightness", out)
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("win_rate", "win_rate_ci", "wins", "losses", "ties", "mean_score_a", "mean_score_b"):
+        assert key in saved
+    assert saved["wins"] + saved["losses"] + saved["ties"] == saved["n"] == 6
+    assert saved["win_rate"] == pytest.approx((saved["wins"] + saved["ties"] / 2) / 6)
+    assert set(saved["by_category"]) == {"shapes", "animals"} and saved["by_category"]["animals"]["n"] == 2
+    scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert saved["mean_score_a"] == pytest.approx(sum(s["score_a"] for s in scores) / 6)
+    assert summary == saved
+    page = (out / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 12 and all((out / src).resolve().is_file() for src in sources)
+
+
+def test_unpaired_runs_are_refused(runs):
+    with pytest.raises(DataError, match="not paired: image \\(0, 0\\) has seed"):
+        compare_runs(runs / "a", runs / "other_seed", "python:scorer_mod:brightness", runs / "x")
+    with pytest.raises(DataError, match="no manifest.jsonl"):
+        compare_runs(runs / "a", runs, "python:scorer_mod:brightness", runs / "y")
