@@ -164,6 +164,28 @@ def compare(
     typer.echo(f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: {out / 'report.html'}")
 
 
+@app.command("label-ai")
+def label_ai(
+    model: Annotated[Path, typer.Option(help="The pipeline that generates the two images per prompt.")],
+    prompts: Annotated[Path, typer.Option(help="A prompt file (.txt, .tsv, .json, .jsonl).")],
+    scorer: Annotated[str, typer.Option(help="KIND:PATH or a weighted mix 0.7*A+0.3*B: the AI rater.")],
+    out: Annotated[Path, typer.Option(help="Directory: images/, pairs.parquet (Pick-a-Pic format), label_ai.json.")],
+    lora: Annotated[Path | None, typer.Option(help="A LoRA for the generating model.")] = None,
+    tie_threshold: Annotated[float, typer.Option(help="Score differences within this become ties (label_0 = 0.5).")] = 0.0,
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
+    guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    resolution: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+) -> None:
+    """AI feedback: two images per prompt, labelled by a reward model, as a Pick-a-Pic parquet."""
+    _quiet_libraries()
+    from prefdiff.evaluate.ai_feedback import label_with_ai
+    from prefdiff.evaluate.generate import SamplerSettings
+
+    counts = label_with_ai(model, prompts, scorer, out, lora, SamplerSettings(steps, guidance_scale, resolution), tie_threshold, seed)
+    typer.echo(f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with data.path={out / 'pairs.parquet'}")
+
+
 @app.command()
 def cache(
     model: Annotated[Path, typer.Option(help="The diffusers pipeline directory whose VAE and text encoder(s) encode the data.")],

@@ -54,3 +54,23 @@ def test_unpaired_runs_are_refused(runs):
         compare_runs(runs / "a", runs / "other_seed", "python:scorer_mod:brightness", runs / "x")
     with pytest.raises(DataError, match="no manifest.jsonl"):
         compare_runs(runs / "a", runs, "python:scorer_mod:brightness", runs / "y")
+
+
+def test_label_ai_writes_pickapic_pairs_the_reader_takes(tiny_sd, runs):
+    from prefdiff.config import load_config
+    from prefdiff.data import ReadReport, iter_pairs, open_image
+    from prefdiff.evaluate.ai_feedback import label_with_ai
+
+    out = runs / "ai"
+    counts = label_with_ai(tiny_sd, runs / "prompts.tsv", "python:scorer_mod:brightness", out,
+                           settings=SamplerSettings(steps=2, resolution=32), tie_threshold=0.0)
+    assert counts["pairs"] == 3
+    report = ReadReport()
+    pairs = list(iter_pairs(load_config(None, [f"data.path={out / 'pairs.parquet'}"]).data, report))
+    assert len(pairs) == 3 - counts["ties"]
+
+    def brightness(image):
+        return sum(image.convert("L").getdata()) / (image.width * image.height)
+
+    for pair in pairs:  # the winner is the brighter image
+        assert brightness(open_image(pair.winner)) > brightness(open_image(pair.loser))

@@ -1,0 +1,85 @@
+"""AI feedback (the paper's second experiment): two images per prompt from a model, scored by a
+reward model (or a weighted mix), written as a Pick-a-Pic-format parquet that the data readers
+take as it is. Near-equal scores become ties (``label_0 = 0.5``), dropped at training time by
+default like Pick-a-Pic's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from prefdiff.errors import ConfigError
+from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+
+
+def label_with_ai(
+    model: Path,
+    prompts_file: Path,
+    scorer_spec: str,
+    out: Path,
+    lora: Path | None = None,
+    settings: SamplerSettings | None = None,
+    tie_threshold: float = 0.0,
+    base_seed: int = 0,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """Generate 2 images per prompt into ``out/images``, score them, write ``out/pairs.parquet``.
+
+    ``label_0`` is 1 when image 0 scores higher by more than ``tie_threshold``, 0 when image 1
+    does, 0.5 otherwise. Returns counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from prefdiff.evaluate.compare import read_manifest
+    from prefdiff.evaluate.scorers import load_mixed
+
+    if tie_threshold < 0:
+        raise ConfigError(f"--tie-threshold must be >= 0 (got {tie_threshold})")
+    images_dir = out / "images"
+    generate_prompt_set(model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size)
+    records = read_manifest(images_dir)
+    scorer = load_mixed(scorer_spec)
+    prompt_indices = sorted({p for p, _ in records})
+    columns: dict[str, list[Any]] = {k: [] for k in (
+        "caption", "jpg_0", "jpg_1", "label_0", "label_1", "score_0", "score_1", "model_0", "model_1",
+        "image_0_uid", "image_1_uid", "best_image_uid", "ranking_id", "has_label", "are_different",
+    )}
+    for p in prompt_indices:
+        first, second = records[(p, 0)], records[(p, 1)]
+        images = [Image.open(images_dir / r["file"]).convert("RGB") for r in (first, second)]
+        score_0, score_1 = scorer.score(images, [first["prompt"]] * 2)
+        label_0 = 1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5
+        encoded = []
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append(buffer.getvalue())
+        uids = [f"p{p}_i0_s{first['seed']}", f"p{p}_i1_s{second['seed']}"]
+        columns["caption"].append(first["prompt"])
+        columns["jpg_0"].append(encoded[0])
+        columns["jpg_1"].append(encoded[1])
+        columns["label_0"].append(label_0)
+        columns["label_1"].append(1.0 - label_0)
+        columns["score_0"].append(float(score_0))
+        columns["score_1"].append(float(score_1))
+        columns["model_0"].append(str(model))
+        columns["model_1"].append(str(model))
+        columns["image_0_uid"].append(uids[0])
+        columns["image_1_uid"].append(uids[1])
+        columns["best_image_uid"].append(uids[0] if label_0 == 1.0 else uids[1] if label_0 == 0.0 else "")
+        columns["ranking_id"].append(p)
+        columns["has_label"].append(True)
+        columns["are_different"].append(True)
+    pq.write_table(pa.table(columns), out / "pairs.parquet")
+    counts = {
+        "pairs": len(prompt_indices),
+        "ties": sum(1 for v in columns["label_0"] if v == 0.5),
+        "scorer": scorer_spec,
+        "tie_threshold": tie_threshold,
+    }
+    (out / "label_ai.json").write_text(json.dumps(counts, indent=2) + "\n")
+    return counts
