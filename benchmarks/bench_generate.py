@@ -1,0 +1,87 @@
+"""Images/s generated and scored on the tiny pipeline, batched against one at a time.
+
+    python benchmarks/bench_generate.py [--images 16] [--steps 10] [--resolution 64] [--rounds 2]
+
+Generation runs `generate_prompt_set` (the code behind `prefdiff generate --prompts`) with
+batch size 1 and 8 into fresh folders, alternating; scoring runs a `clip:` scorer (a tiny random
+CLIP saved in the transformers layout) over the same images with batch size 1 and 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def tiny_clip_dir(root: Path) -> Path:
+    """A random CLIPModel (hidden 32, 32 px, patch 8) with tokenizer and PIL processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    from prefdiff.models.tiny import build_clip_tokenizer_files
+
+    out = root / "clip"
+    build_clip_tokenizer_files(out)
+    tok = CLIPTokenizer.from_pretrained(str(out))
+    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    text = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, **common)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **common), projection_dim=16)).save_pretrained(str(out))
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(out))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+    from prefdiff.evaluate.scorers import load_scorer
+    from prefdiff.models.tiny import build_tiny_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = build_tiny_pipeline(root / "tiny", "sd")
+        prompts = root / "prompts.txt"
+        prompts.write_text("".join(f"a red circle number {i}\n" for i in range(args.images)))
+        settings = SamplerSettings(steps=args.steps, resolution=args.resolution)
+        gen = {1: [], 8: []}
+        for r in range(args.rounds):
+            for batch in gen:
+                start = time.perf_counter()
+                paths = generate_prompt_set(model, prompts, 1, root / f"gen_b{batch}_r{r}", settings=settings, batch_size=batch)
+                gen[batch].append(len(paths) / (time.perf_counter() - start))
+        images = [Image.open(p).convert("RGB") for p in paths]
+        texts = [f"a red circle number {i}" for i in range(len(images))]
+        scorer = load_scorer(f"clip:{tiny_clip_dir(root)}")
+        score = {1: [], 16: []}
+        for _ in range(args.rounds):
+            for batch in score:
+                start = time.perf_counter()
+                for i in range(0, len(images), batch):
+                    scorer.score(images[i : i + batch], texts[i : i + batch])
+                score[batch].append(len(images) / (time.perf_counter() - start))
+
+    best = {k: max(v) for k, v in gen.items()}
+    best_score = {k: max(v) for k, v in score.items()}
+    print(f"tiny pipeline, {args.images} images at {args.resolution} px, {args.steps} steps; CPU threads {torch.get_num_threads()}")
+    print(f"generate: {best[1]:.2f} images/s one at a time, {best[8]:.2f} batched by 8: {best[8] / best[1]:.2f}x")
+    print(f"score (clip): {best_score[1]:.1f} images/s one at a time, {best_score[16]:.1f} batched by 16: {best_score[16] / best_score[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
