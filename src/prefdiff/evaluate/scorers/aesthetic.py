@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefdiff.evaluate.scorers.base import (
+    BatchedScorer,
     ClipEmbedder,
-    Scorer,
     ScorerError,
-    check_batch,
-    chunks,
     load_clip_model,
     load_clip_processor,
     missing,
@@ -87,7 +85,7 @@ def load_mlp(state: Any, source: Path | str = "aesthetic weights") -> torch.nn.S
     return mlp.eval()
 
 
-class AestheticScorer(Scorer):
+class AestheticScorer(BatchedScorer):
     """``MLP(normalise(clip_image_embeds))``; prompts are ignored."""
 
     def __init__(self, mlp: Any, embedder: ClipEmbedder, name: str = "aesthetic", batch_size: int = 16) -> None:
@@ -96,16 +94,9 @@ class AestheticScorer(Scorer):
         self.name = name
         self.batch_size = batch_size
 
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        import torch
-
-        check_batch(images, prompts)
-        scores: list[float] = []
-        with torch.no_grad():
-            for part in chunks(len(images), self.batch_size):
-                embeddings = normalise(self.embedder.image_embeddings(images[part]))
-                scores += self.mlp(embeddings.to(next(self.mlp.parameters()).dtype)).squeeze(-1).tolist()
-        return scores
+    def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        embeddings = normalise(self.embedder.image_embeddings(images))
+        return self.mlp(embeddings.to(next(self.mlp.parameters()).dtype)).squeeze(-1)
 
 
 def load_aesthetic(

@@ -114,6 +114,27 @@ def load_clip_model(directory: Path, device: str | torch.device, published: str)
     return model.to(device).eval()
 
 
+class BatchedScorer(Scorer):
+    """A model-based scorer: ``score`` checks the batch, splits it into ``batch_size`` chunks
+    and runs :meth:`score_batch` on each under ``no_grad``."""
+
+    batch_size: int = 16
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        import torch
+
+        check_batch(images, prompts)
+        scores: list[float] = []
+        with torch.no_grad():
+            for part in chunks(len(images), self.batch_size):
+                scores += self.score_batch(images[part], prompts[part]).tolist()
+        return scores
+
+    @abstractmethod
+    def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        """Scores ``[N]`` for one chunk."""
+
+
 class ClipEmbedder:
     """A ``CLIPModel`` with its processor: images and prompts to projected embeddings ``[B, D]``."""
 

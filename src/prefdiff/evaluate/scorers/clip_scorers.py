@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefdiff.evaluate.scorers.base import (
+    BatchedScorer,
     ClipEmbedder,
-    Scorer,
-    check_batch,
-    chunks,
     load_clip_model,
     load_clip_processor,
 )
@@ -33,7 +31,7 @@ CLIP_PUBLISHED = (
 )
 
 
-class PickScoreScorer(Scorer):
+class PickScoreScorer(BatchedScorer):
     """``logit_scale.exp() * cos(image_embeds, text_embeds)`` (about 20-23 for real images)."""
 
     def __init__(self, embedder: ClipEmbedder, name: str = "pickscore", batch_size: int = 16) -> None:
@@ -41,19 +39,11 @@ class PickScoreScorer(Scorer):
         self.name = name
         self.batch_size = batch_size
 
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        import torch
-
-        check_batch(images, prompts)
-        scores: list[float] = []
-        with torch.no_grad():
-            scale = self.embedder.model.logit_scale.exp()
-            for part in chunks(len(images), self.batch_size):
-                scores += (scale * self.embedder.cosine(images[part], prompts[part])).tolist()
-        return scores
+    def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        return self.embedder.model.logit_scale.exp() * self.embedder.cosine(images, prompts)
 
 
-class ClipScorer(Scorer):
+class ClipScorer(BatchedScorer):
     """``100 * max(cos(image_embeds, text_embeds), 0)``."""
 
     def __init__(self, embedder: ClipEmbedder, name: str = "clip", batch_size: int = 16) -> None:
@@ -61,15 +51,8 @@ class ClipScorer(Scorer):
         self.name = name
         self.batch_size = batch_size
 
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        import torch
-
-        check_batch(images, prompts)
-        scores: list[float] = []
-        with torch.no_grad():
-            for part in chunks(len(images), self.batch_size):
-                scores += (100.0 * self.embedder.cosine(images[part], prompts[part]).clamp_min(0.0)).tolist()
-        return scores
+    def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        return 100.0 * self.embedder.cosine(images, prompts).clamp_min(0.0)
 
 
 def _embedder(directory: Path, processor: Path | None, device: str | torch.device, published: str) -> ClipEmbedder:

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefdiff.evaluate.scorers.base import (
+    BatchedScorer,
     ClipEmbedder,
-    Scorer,
     ScorerError,
-    check_batch,
-    chunks,
     load_clip_processor,
     missing,
 )
@@ -218,7 +216,7 @@ def clip_model_from_open_clip(
     return model.eval()
 
 
-class HpsScorer(Scorer):
+class HpsScorer(BatchedScorer):
     """``100 * cos(image_embeds, text_embeds)`` with an HPS-tuned CLIP."""
 
     def __init__(self, embedder: ClipEmbedder, name: str = "hpsv2", batch_size: int = 16) -> None:
@@ -226,15 +224,8 @@ class HpsScorer(Scorer):
         self.name = name
         self.batch_size = batch_size
 
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
-        import torch
-
-        check_batch(images, prompts)
-        scores: list[float] = []
-        with torch.no_grad():
-            for part in chunks(len(images), self.batch_size):
-                scores += (100.0 * self.embedder.cosine(images[part], prompts[part])).tolist()
-        return scores
+    def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        return 100.0 * self.embedder.cosine(images, prompts)
 
 
 def load_hps(
