@@ -241,10 +241,6 @@ def quickstart(
 
 def main() -> None:
     """Entry point: user-facing errors print one clear line and exit 2."""
-    from prefdiff.errors import PrefdiffError
+    from prefdiff.errors import run_reporting_user_errors
 
-    try:
-        app()
-    except PrefdiffError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise SystemExit(2) from None
+    run_reporting_user_errors(app)

@@ -203,10 +203,6 @@ def export(
 
 def main() -> None:
     """Run the label commands; user errors print one line and exit 2."""
-    from prefdiff.errors import PrefdiffError
+    from prefdiff.errors import run_reporting_user_errors
 
-    try:
-        app()
-    except PrefdiffError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise SystemExit(2) from None
+    run_reporting_user_errors(app)
