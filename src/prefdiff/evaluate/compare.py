@@ -57,12 +57,14 @@ def pair_runs(run_a: Path, run_b: Path) -> list[tuple[dict[str, Any], dict[str, 
     return pairs
 
 
-def score_runs(run_a: Path, run_b: Path, scorer: Any, batch_size: int = 16) -> list[Comparison]:
-    """Score every paired image of both runs (``scorer.score(images, prompts)``)."""
+Pairs = list[tuple[dict[str, Any], dict[str, Any]]]
+
+
+def score_runs(run_a: Path, run_b: Path, pairs: Pairs, scorer: Any, batch_size: int = 16) -> list[Comparison]:
+    """Score every paired image (``pairs`` from :func:`pair_runs`) with ``scorer.score(images, prompts)``."""
     from PIL import Image
     from tqdm.auto import tqdm
 
-    pairs = pair_runs(run_a, run_b)
     comparisons = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="score", unit="batch", disable=len(pairs) <= batch_size):
         batch = pairs[start : start + batch_size]
@@ -76,9 +78,8 @@ def score_runs(run_a: Path, run_b: Path, scorer: Any, batch_size: int = 16) -> l
     return comparisons
 
 
-def _training_curve(run: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl of the training run behind a generation run (found through its LoRA or UNet)."""
-    record = next(iter(read_manifest(run).values()))
+def _training_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """metrics.jsonl of the training run behind a manifest record (found through its LoRA or UNet)."""
     for key in ("lora", "unet"):
         if record.get(key):
             metrics = Path(record[key]).parent / "metrics.jsonl"
@@ -123,15 +124,17 @@ def _svg_curve(rows: list[dict[str, Any]], key: str) -> str:
     )
 
 
-def write_report(out: Path, run_a: Path, run_b: Path, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24) -> Path:
+def write_report(
+    out: Path, run_a: Path, run_b: Path, pairs: Pairs, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24
+) -> Path:
     """report.html: bars with intervals, a side-by-side grid (images referenced by relative path),
     and the training curves of the runs behind A and B when their metrics are found."""
-    pairs = {(ra["prompt_index"], ra["image_index"]): (ra, rb) for ra, rb in pair_runs(run_a, run_b)}
+    by_key = {(ra["prompt_index"], ra["image_index"]): (ra, rb) for ra, rb in pairs}
     bars = [("overall", summary["win_rate"], *summary["win_rate_ci"])]
     bars += [(name, c["win_rate"], *c["win_rate_ci"]) for name, c in summary["by_category"].items()]
     rows = []
     for comparison in comparisons[:max_rows]:
-        ra, rb = pairs[(comparison.prompt_index, comparison.image_index)]
+        ra, rb = by_key[(comparison.prompt_index, comparison.image_index)]
         src_a = html.escape(os.path.relpath(run_a / ra["file"], out))
         src_b = html.escape(os.path.relpath(run_b / rb["file"], out))
         mark_a = " class=win" if comparison.score_a > comparison.score_b else ""
@@ -142,8 +145,8 @@ def write_report(out: Path, run_a: Path, run_b: Path, summary: dict[str, Any], c
             f"<td{mark_b}><img src=\"{src_b}\"><br>{comparison.score_b:.3f}</td></tr>"
         )
     curves = ""
-    for name, run in (("A", run_a), ("B", run_b)):
-        metrics = _training_curve(run)
+    for name, record in (("A", pairs[0][0]), ("B", pairs[0][1])):
+        metrics = _training_curve(record)
         if metrics:
             curves += f"<h3>Training run behind {name}</h3>" + "".join(_svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin"))
     low, high = summary["win_rate_ci"]
@@ -167,13 +170,13 @@ def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_marg
     """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary."""
     from prefdiff.evaluate.scorers import load_mixed
 
-    pair_runs(run_a, run_b)  # refuse unpaired runs before loading a scorer
+    pairs = pair_runs(run_a, run_b)  # refuse unpaired runs before loading a scorer
     scorer = load_mixed(scorer_spec)
-    comparisons = score_runs(run_a, run_b, scorer, batch_size)
+    comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
     summary = summarize(comparisons, tie_margin)
     summary.update({"run_a": str(run_a), "run_b": str(run_b), "scorer": scorer_spec, "tie_margin": tie_margin})
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))
-    write_report(out, run_a, run_b, summary, comparisons)
+    write_report(out, run_a, run_b, pairs, summary, comparisons)
     return summary
