@@ -6,7 +6,6 @@ default like Pick-a-Pic's.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ def label_with_ai(
 
     ``label_0`` is 1 when image 0 scores higher by more than ``tie_threshold``, 0 when image 1
     does, 0.5 otherwise. Returns counts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from PIL import Image
 
     from prefdiff.evaluate.compare import read_manifest
@@ -43,43 +40,59 @@ def label_with_ai(
     generate_prompt_set(model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size)
     records = read_manifest(images_dir)
     scorer = load_mixed(scorer_spec)
-    prompt_indices = sorted({p for p, _ in records})
-    columns: dict[str, list[Any]] = {k: [] for k in (
-        "caption", "jpg_0", "jpg_1", "label_0", "label_1", "score_0", "score_1", "model_0", "model_1",
-        "image_0_uid", "image_1_uid", "best_image_uid", "ranking_id", "has_label", "are_different",
-    )}
-    for p in prompt_indices:
-        first, second = records[(p, 0)], records[(p, 1)]
+    pairs = [(records[(p, 0)], records[(p, 1)]) for p in sorted({p for p, _ in records})]
+    labels, scores = [], []
+    for first, second in pairs:
         images = [Image.open(images_dir / r["file"]).convert("RGB") for r in (first, second)]
         score_0, score_1 = scorer.score(images, [first["prompt"]] * 2)
-        label_0 = 1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5
-        encoded = []
-        for image in images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            encoded.append(buffer.getvalue())
-        uids = [f"p{p}_i0_s{first['seed']}", f"p{p}_i1_s{second['seed']}"]
-        columns["caption"].append(first["prompt"])
-        columns["jpg_0"].append(encoded[0])
-        columns["jpg_1"].append(encoded[1])
-        columns["label_0"].append(label_0)
-        columns["label_1"].append(1.0 - label_0)
-        columns["score_0"].append(float(score_0))
-        columns["score_1"].append(float(score_1))
-        columns["model_0"].append(str(model))
-        columns["model_1"].append(str(model))
-        columns["image_0_uid"].append(uids[0])
-        columns["image_1_uid"].append(uids[1])
-        columns["best_image_uid"].append(uids[0] if label_0 == 1.0 else uids[1] if label_0 == 0.0 else "")
-        columns["ranking_id"].append(p)
-        columns["has_label"].append(True)
-        columns["are_different"].append(True)
-    pq.write_table(pa.table(columns), out / "pairs.parquet")
+        labels.append(1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5)
+        scores.append((float(score_0), float(score_1)))
+    write_pair_parquet(out / "pairs.parquet", images_dir, pairs, labels, scores, str(model))
     counts = {
-        "pairs": len(prompt_indices),
-        "ties": sum(1 for v in columns["label_0"] if v == 0.5),
+        "pairs": len(pairs),
+        "ties": sum(1 for v in labels if v == 0.5),
         "scorer": scorer_spec,
         "tie_threshold": tie_threshold,
     }
     (out / "label_ai.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts
+
+
+def write_pair_parquet(
+    path: Path,
+    images_dir: Path,
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    labels: list[float],
+    scores: list[tuple[float, float]] | None = None,
+    model: str = "",
+) -> Path:
+    """Write Pick-a-Pic-format rows for ``pairs`` of manifest records (images in ``images_dir``,
+    embedded as PNG bytes) with ``label_0`` from ``labels`` (1, 0 or 0.5)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list[Any]] = {k: [] for k in (
+        "caption", "jpg_0", "jpg_1", "label_0", "label_1", "score_0", "score_1", "model_0", "model_1",
+        "image_0_uid", "image_1_uid", "best_image_uid", "ranking_id", "has_label", "are_different",
+    )}
+    for index, ((first, second), label_0) in enumerate(zip(pairs, labels, strict=True)):
+        uids = [f"p{r['prompt_index']}_i{r['image_index']}_s{r['seed']}" for r in (first, second)]
+        columns["caption"].append(first["prompt"])
+        columns["jpg_0"].append((images_dir / first["file"]).read_bytes())
+        columns["jpg_1"].append((images_dir / second["file"]).read_bytes())
+        columns["label_0"].append(float(label_0))
+        columns["label_1"].append(1.0 - float(label_0))
+        score_0, score_1 = scores[index] if scores is not None else (None, None)
+        columns["score_0"].append(score_0)
+        columns["score_1"].append(score_1)
+        columns["model_0"].append(model)
+        columns["model_1"].append(model)
+        columns["image_0_uid"].append(uids[0])
+        columns["image_1_uid"].append(uids[1])
+        columns["best_image_uid"].append(uids[0] if label_0 == 1.0 else uids[1] if label_0 == 0.0 else "")
+        columns["ranking_id"].append(first["prompt_index"])
+        columns["has_label"].append(True)
+        columns["are_different"].append(True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path

@@ -88,7 +88,7 @@ def _training_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def _svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
+def svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
     """Horizontal bars of win rates with their intervals, and the 50% line."""
     width, bar, gap, left = 520, 18, 10, 150
     height = len(rows) * (bar + gap) + 30
@@ -105,7 +105,7 @@ def _svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
     return "".join(parts)
 
 
-def _svg_curve(rows: list[dict[str, Any]], key: str) -> str:
+def svg_curve(rows: list[dict[str, Any]], key: str) -> str:
     values = [(r["step"], r[key]) for r in rows if key in r]
     if len(values) < 2:
         return ""
@@ -148,7 +148,7 @@ def write_report(
     for name, record in (("A", pairs[0][0]), ("B", pairs[0][1])):
         metrics = _training_curve(record)
         if metrics:
-            curves += f"<h3>Training run behind {name}</h3>" + "".join(_svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin"))
+            curves += f"<h3>Training run behind {name}</h3>" + "".join(svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin"))
     low, high = summary["win_rate_ci"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff compare</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} img{{width:192px;image-rendering:pixelated}}
@@ -158,7 +158,7 @@ td{{vertical-align:top;padding:6px;text-align:center}} td.win{{background:#e6f4e
 Wins {summary['wins']}, losses {summary['losses']}, ties {summary['ties']} (counted half). Wilson 95%: {low:.1%}–{high:.1%};
 bootstrap over {summary['num_prompts']} prompts: {summary['win_rate_bootstrap_ci'][0]:.1%}–{summary['win_rate_bootstrap_ci'][1]:.1%}.
 Mean score A {summary['mean_score_a']:.4f}, B {summary['mean_score_b']:.4f}.</p>
-<h2>Win rate of A over B</h2>{_svg_bars(bars)}
+<h2>Win rate of A over B</h2>{svg_bars(bars)}
 <h2>Side by side (first {len(rows)})</h2><table><tr><th>prompt</th><th>A</th><th>B</th></tr>{''.join(rows)}</table>
 {curves}</body></html>"""
     path = out / "report.html"

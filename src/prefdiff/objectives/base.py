@@ -10,10 +10,13 @@ import torch
 
 @dataclass
 class ObjectiveOutput:
-    """``loss_per_pair`` is ``[P]``; ``metrics`` are scalar tensors (detached) for logging."""
+    """``loss_per_pair`` is ``[P]``; ``metrics`` are scalar tensors (detached) for logging;
+    ``reward_margin_per_pair`` is the detached implicit reward margin ``[P]`` of objectives that
+    have one (DPO's ``inside``), for evaluation on held-out pairs."""
 
     loss_per_pair: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    reward_margin_per_pair: torch.Tensor | None = None
 
     @property
     def loss(self) -> torch.Tensor:

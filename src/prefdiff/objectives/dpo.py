@@ -55,4 +55,4 @@ class DPOObjective:
                 "ref_err_w": ref_err_w.mean(),
                 "ref_err_l": ref_err_l.mean(),
             }
-        return ObjectiveOutput(loss_per_pair, {k: v.detach() for k, v in metrics.items()})
+        return ObjectiveOutput(loss_per_pair, {k: v.detach() for k, v in metrics.items()}, inside.detach())

@@ -1,0 +1,26 @@
+"""Settings of the toy-world quickstart (``toy.*`` overrides of ``prefdiff quickstart``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefdiff.config import _f
+
+
+@dataclass
+class ToyConfig:
+    base: str = _f("", "Base pipeline directory; empty: the pretrained toy model shipped inside the package.")
+    oracle: str = _f(
+        "large_central",
+        "What the simulated raters like: large_central, dark_background, small_objects, or module:function "
+        "(any (image: PIL.Image, caption: str) -> float, higher is better).",
+    )
+    rater_agreement: float = _f(0.75, "Fraction of base-model pairs on which one rater agrees with the oracle (calibrates the noise).")
+    raters: int = _f(5, "Raters per comparison; the majority decides, an even split is a tie.")
+    train_pairs: int = _f(1024, "On-policy pairs drawn from the base model for the preference-training captions.")
+    heldout_pairs: int = _f(128, "Labelled pairs on the held-out captions, for implicit_accuracy_heldout.")
+    eval_images_per_caption: int = _f(72, "Paired comparisons per held-out caption (6 captions).")
+    sample_steps: int = _f(15, "Sampler (DDIM) steps for every generated image.")
+    guidance_scale: float = _f(3.0, "Classifier-free guidance scale for every generated image.")
+    generate_batch: int = _f(64, "Images per generation call.")
+    seed: int = _f(0, "Seed of the pairs, the votes and the evaluation images.")

@@ -1,0 +1,92 @@
+"""Oracles of the toy world: ``(image, caption) -> float``, higher is better.
+
+Each built-in oracle adds two parts, both read from the image by :func:`~prefdiff.toy.world.perceive`:
+
+- **faithfulness** in [0, 1]: half for the caption's colour, half for its shape (a part the
+  caption does not name counts as met);
+- **taste** in [0, 1]: something no caption states. ``large_central`` (the default) likes big
+  shapes near the centre, ``dark_background`` dark backgrounds, ``small_objects`` small shapes.
+
+Any function with the same signature can stand in (``toy.oracle=module:function``); its scale
+does not matter, since the raters are calibrated to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from PIL import Image
+
+from prefdiff.toy.world import (
+    BACKGROUND_LEVELS,
+    MAX_RADIUS,
+    MIN_RADIUS,
+    Perception,
+    parse_caption,
+    perceive,
+)
+
+Oracle = Callable[[Image.Image, str], float]
+
+
+def faithfulness(seen: Perception, caption: str) -> float:
+    """0.5 for the caption's colour plus 0.5 for its shape; 0 when no shape is found."""
+    if not seen.found:
+        return 0.0
+    colour, shape = parse_caption(caption)
+    return 0.5 * (colour is None or seen.colour == colour) + 0.5 * (shape is None or seen.shape == shape)
+
+
+def _unit(value: float, low: float, high: float) -> float:
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def size_score(seen: Perception) -> float:
+    """0 at the world's smallest radius, 1 at its largest."""
+    return _unit(seen.radius, MIN_RADIUS, MAX_RADIUS)
+
+
+def centrality_score(seen: Perception) -> float:
+    """1 at the centre, 0 at the farthest a shape's centre can be (a corner, 0.33 from it on each axis)."""
+    distance = math.hypot(seen.cx - 0.5, seen.cy - 0.5)
+    return 1.0 - _unit(distance, 0.0, (0.5 - MIN_RADIUS - 0.03) * math.sqrt(2))
+
+
+def darkness_score(seen: Perception) -> float:
+    """1 for the darkest background the world draws, 0 for the lightest."""
+    return 1.0 - _unit(seen.background_level, *BACKGROUND_LEVELS)
+
+
+def large_central(image: Image.Image, caption: str) -> float:
+    """Faithfulness plus a liking for large shapes near the centre (the default taste)."""
+    seen = perceive(image)
+    if not seen.found:
+        return 0.0
+    return faithfulness(seen, caption) + 0.5 * size_score(seen) + 0.5 * centrality_score(seen)
+
+
+def dark_background(image: Image.Image, caption: str) -> float:
+    """Faithfulness plus a liking for dark backgrounds."""
+    seen = perceive(image)
+    if not seen.found:
+        return 0.0
+    return faithfulness(seen, caption) + darkness_score(seen)
+
+
+def small_objects(image: Image.Image, caption: str) -> float:
+    """Faithfulness plus a liking for small shapes."""
+    seen = perceive(image)
+    if not seen.found:
+        return 0.0
+    return faithfulness(seen, caption) + 1.0 - size_score(seen)
+
+
+BUILTIN = {"large_central": large_central, "dark_background": dark_background, "small_objects": small_objects}
+
+
+def oracle_spec(name: str) -> str:
+    """The scorer spec (``python:module:function``) for a built-in name or a ``module:function``."""
+    if name in BUILTIN:
+        return f"python:{__name__}:{name}"
+    return name if name.startswith("python:") else f"python:{name}"

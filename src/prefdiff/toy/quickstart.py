@@ -1,0 +1,256 @@
+"""`prefdiff quickstart --out DIR [overrides]`: the whole Diffusion-DPO loop in the toy world.
+
+on-policy pairs from the shipped base model (training captions) -> five simulated raters vote
+-> a Pick-a-Pic-format parquet -> latent cache -> Diffusion-DPO and the SFT-on-winners baseline
+-> paired generation on held-out captions -> win rates by the raters and by the oracle ->
+DIR/summary.json and DIR/report.html.
+
+Every stage goes through the same code as real data (data readers, cache, trainer, generator,
+compare; the oracle is a ``python:`` scorer). Each stage records the settings it ran with in
+``stage.json`` and is reused when they match; a stage whose settings changed is redone, and so
+is everything after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from prefdiff.config import Config, load_config, merge_into, parse_overrides, validate
+from prefdiff.errors import ConfigError
+from prefdiff.evaluate.generate import SamplerSettings
+from prefdiff.toy.config import ToyConfig
+from prefdiff.toy.world import HELD_OUT, caption_for, training_combos
+
+SHIPPED_BASE = Path(__file__).parent / "assets" / "base"
+RECIPE: dict[str, Any] = {
+    "lora": {"enabled": True, "rank": 16, "alpha": 16.0},
+    "data": {"resolution": 32, "random_flip": True},
+    "objective": {"beta": 2000.0},
+    "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0},
+    "train": {"max_steps": 400, "batch_size": 16, "checkpoint_every": 200, "keep_last": 1, "report_to": "none", "log_every": 5},
+}
+NUM_STAGES = 7
+
+
+def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
+    """``toy.*`` overrides into a ToyConfig, the rest into the training config (both strict)."""
+    toy, train_overrides = ToyConfig(), []
+    toy_updates: dict[str, Any] = {}
+    for item in overrides:
+        if item.strip().startswith("toy."):
+            toy_updates.update(parse_overrides([item.strip()[len("toy.") :]]))
+        else:
+            train_overrides.append(item)
+    try:
+        merge_into(toy, toy_updates)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("config key '", "config key 'toy.")) from None
+    config = load_config()
+    merge_into(config, RECIPE)
+    merge_into(config, parse_overrides(train_overrides))
+    for name in ("train_pairs", "heldout_pairs", "eval_images_per_caption", "sample_steps", "generate_batch"):
+        if getattr(toy, name) < 1:
+            raise ConfigError(f"config key 'toy.{name}': must be >= 1 (got {getattr(toy, name)})")
+    return toy, config
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_digest(model: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(model.glob("*/*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Stage:
+    """A directory whose contents were made with the settings ``key``: reused when the key
+    matches (``done`` once finished), wiped and redone when it does not."""
+
+    def __init__(self, out: Path, name: str, key: dict[str, Any]) -> None:
+        self.dir = out / name
+        self.key = {"stage": name, **key}
+        self.digest = _digest(self.key)
+
+    def _record(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.dir / "stage.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @property
+    def done(self) -> bool:
+        record = self._record()
+        return bool(record and record.get("digest") == self.digest and record.get("finished"))
+
+    def begin(self) -> None:
+        record = self._record()
+        if self.dir.exists() and (record is None or record.get("digest") != self.digest):
+            shutil.rmtree(self.dir)  # made with other settings (or by an older version): redo
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "stage.json").write_text(json.dumps({"digest": self.digest, "key": self.key, "finished": False}, indent=2, default=str))
+
+    def finish(self) -> None:
+        (self.dir / "stage.json").write_text(json.dumps({"digest": self.digest, "key": self.key, "finished": True}, indent=2, default=str))
+
+
+def _write_prompts(path: Path, prompts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(p + "\n" for p in prompts))
+    return path
+
+
+def _training_config(config: Config, objective: str, base: Path, cache: Path, run_dir: Path) -> Config:
+    run = copy.deepcopy(config)
+    merge_into(run, {"objective": {"name": objective}, "model": {"path": str(base)}, "data": {"path": str(cache)}, "output_dir": str(run_dir)})
+    validate(run)
+    return run
+
+
+def _training_key(run: Config) -> dict[str, Any]:
+    key = asdict(run)
+    key.pop("output_dir")
+    key["data"].pop("path")
+    key["model"].pop("path")
+    return key
+
+
+def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run (or reuse) every stage into ``out``; returns the summary written to summary.json."""
+    from prefdiff.data.cache import INFO_FILE, CacheSettings, build_cache, finish_cache
+    from prefdiff.evaluate.generate import generate_prompt_set
+    from prefdiff.evaluate.scorers import load_mixed
+    from prefdiff.models import load_backbone
+    from prefdiff.toy.evaluation import evaluate_quickstart, tuned_weights
+    from prefdiff.toy.oracle import oracle_spec
+    from prefdiff.toy.votes import label_pairs
+    from prefdiff.train.checkpoint import list_checkpoints
+    from prefdiff.train.loop import train
+
+    toy, config = split_overrides(overrides)
+    base = Path(toy.base) if toy.base else SHIPPED_BASE
+    load_backbone(base)  # a clear error for a bad base before any work
+    spec = oracle_spec(toy.oracle)
+    scorer = load_mixed(spec)  # and for a bad oracle
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale)
+    seconds: dict[str, float] = {}
+
+    def stage_header(number: int, text: str) -> None:
+        typer.echo(f"[{number}/{NUM_STAGES}] {text}")
+
+    # ---- 1. on-policy pairs: two images per prompt from the base model
+    combos = training_combos()
+    train_prompts = [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)]
+    heldout_prompts = [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)]
+    base_key = {"base": str(base.resolve()), "weights": _weights_digest(base)}
+    pairs = Stage(out, "pairs", {**base_key, "sampler": asdict(sampler), "train": toy.train_pairs, "heldout": toy.heldout_pairs, "seed": toy.seed})
+    start = time.perf_counter()
+    if pairs.done:
+        stage_header(1, f"on-policy pairs: reusing {pairs.dir}")
+    else:
+        stage_header(1, f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out -> {pairs.dir}")
+        pairs.begin()
+        for name, prompts, seed in (("train", train_prompts, toy.seed), ("heldout", heldout_prompts, toy.seed + 1)):
+            prompts_file = _write_prompts(pairs.dir / f"{name}_prompts.txt", prompts)
+            generate_prompt_set(base, prompts_file, 2, pairs.dir / name, settings=sampler, base_seed=seed, batch_size=toy.generate_batch)
+        pairs.finish()
+    seconds["pairs"] = time.perf_counter() - start
+
+    # ---- 2. votes: five raters per pair, calibrated to the oracle
+    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": spec, "agreement": toy.rater_agreement, "raters": toy.raters, "seed": toy.seed})
+    start = time.perf_counter()
+    if votes.done:
+        stage_header(2, f"votes: reusing {votes.dir}")
+    else:
+        stage_header(2, f"votes by {toy.raters} simulated raters ({toy.oracle}, single-rater agreement {toy.rater_agreement}) -> {votes.dir}")
+        votes.begin()
+        label_pairs(pairs.dir, votes.dir, scorer, toy)
+        votes.finish()
+    vote_stats = json.loads((votes.dir / "votes.json").read_text())
+    seconds["votes"] = time.perf_counter() - start
+
+    # ---- 3. cache: latents and text conditioning of both pair sets, once
+    cache = Stage(out, "cache", {"votes": votes.digest, "resolution": config.data.resolution, "flip": config.data.random_flip})
+    start = time.perf_counter()
+    if cache.done:
+        stage_header(3, f"latent cache: reusing {cache.dir}")
+    else:
+        stage_header(3, f"encoding every pair once (VAE latents, text conditioning) -> {cache.dir}")
+        cache.begin()
+        backbone = load_backbone(base)
+        for name in ("train", "heldout"):
+            data = copy.deepcopy(config.data)
+            data.path = str(votes.dir / f"{name}.parquet")
+            settings = CacheSettings(resolution=config.data.resolution, flip_copies=config.data.random_flip)
+            finish_cache(cache.dir / name, build_cache(backbone, data, cache.dir / name, settings))
+        cache.finish()
+    assert (cache.dir / "train" / INFO_FILE).exists()
+    seconds["cache"] = time.perf_counter() - start
+
+    # ---- 4, 5. Diffusion-DPO and the SFT-on-winners baseline
+    runs: dict[str, Path] = {}
+    train_stages: dict[str, Stage] = {}
+    for number, objective in ((4, "dpo"), (5, "sft")):
+        run = _training_config(config, objective, base, cache.dir / "train", out / objective)
+        stage = Stage(out, objective, {"cache": cache.digest, "config": _training_key(run)})
+        train_stages[objective] = stage
+        start = time.perf_counter()
+        if stage.done:
+            stage_header(number, f"{objective}: reusing {stage.dir}")
+        else:
+            what = "Diffusion-DPO" if objective == "dpo" else "SFT on the winners (baseline)"
+            stage_header(number, f"{what}, {run.train.max_steps} steps of {run.train.batch_size} pairs -> {stage.dir}")
+            stage.begin()
+            train(run, resume="latest" if list_checkpoints(stage.dir) else None)
+            stage.finish()
+        runs[objective] = stage.dir
+        seconds[objective] = time.perf_counter() - start
+
+    # ---- 6. paired generation on the held-out captions
+    eval_prompts = _write_prompts(out / "eval_prompts.txt", [caption_for(*combo) for combo in HELD_OUT])
+    samples: dict[str, Path] = {}
+    start = time.perf_counter()
+    stage_header(6, f"paired samples on {len(HELD_OUT)} held-out captions x {toy.eval_images_per_caption} seeds: base, dpo, sft")
+    for name in ("base", "dpo", "sft"):
+        upstream = "" if name == "base" else train_stages[name].digest
+        stage = Stage(out / "samples", name, {**base_key, "model": upstream, "sampler": asdict(sampler), "n": toy.eval_images_per_caption, "seed": toy.seed})
+        if not stage.done:
+            stage.begin()
+            adapter = tuned_weights(runs.get(name))
+            generate_prompt_set(base, eval_prompts, toy.eval_images_per_caption, stage.dir, settings=sampler, base_seed=toy.seed + 2, batch_size=toy.generate_batch, **adapter)
+            stage.finish()
+        samples[name] = stage.dir
+    seconds["generate"] = time.perf_counter() - start
+
+    # ---- 7. win rates, faithfulness, implicit accuracy, the report
+    start = time.perf_counter()
+    stage_header(7, "scoring: raters' majority and the oracle, faithfulness, implicit accuracy")
+    summary = evaluate_quickstart(out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config)
+    seconds["evaluate"] = time.perf_counter() - start
+    summary["stage_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    summary["total_seconds"] = round(sum(seconds.values()), 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from prefdiff.toy.report import write_quickstart_report
+
+    report = write_quickstart_report(out, summary, samples, runs)
+    typer.echo(
+        f"DPO vs base on held-out captions: {summary['win_rate_vs_base']:.1%} by the raters' majority "
+        f"(95% CI {summary['win_rate_vs_base_ci'][0]:.1%}-{summary['win_rate_vs_base_ci'][1]:.1%}), "
+        f"{summary['oracle_win_rate_vs_base']:.1%} by the oracle; SFT vs base {summary['sft_win_rate_vs_base']:.1%}\n"
+        f"report: {report}\nsummary: {out / 'summary.json'}"
+    )
+    return summary
+
