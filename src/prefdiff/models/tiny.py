@@ -79,6 +79,21 @@ def _text_encoder_config(vocab_size: int, hidden: int, projection_dim: int):
     )
 
 
+def sd_noise_scheduler(prediction_type: str = "epsilon"):
+    """A DDPM scheduler with Stable Diffusion's noise schedule (scaled linear, 1000 steps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type=prediction_type,
+        steps_offset=1,
+    )
+
+
 def build_tiny_pipeline(
     out_dir: str | Path,
     family: Family = "sd",
@@ -92,7 +107,7 @@ def build_tiny_pipeline(
     UNet has two resolution levels and cross-attention width 32 (SD) or 64 (SDXL: two text
     encoders of width 32, concatenated).
     """
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     out = Path(out_dir)
@@ -114,15 +129,7 @@ def build_tiny_pipeline(
         norm_num_groups=8,
         sample_size=sample_size,
     )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        prediction_type=prediction_type,
-        steps_offset=1,
-    )
+    scheduler = sd_noise_scheduler(prediction_type)
     unet_kwargs = dict(
         sample_size=sample_size // 8,
         in_channels=4,

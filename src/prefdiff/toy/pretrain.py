@@ -50,14 +50,21 @@ class PretrainSettings:
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
+    eval_images_per_caption: int = 16  # samples per colour-shape caption in the final check
+    eval_steps: int = 20
+    check_images: int = 256  # scenes for the VAE round-trip check
 
 
 def build_components(seed: int, out: Path):
     """Random-init tokenizer, text encoder, VAE, UNet and scheduler of the toy base pipeline."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from prefdiff.models.tiny import _text_encoder_config, build_clip_tokenizer_files
+    from prefdiff.models.tiny import (
+        _text_encoder_config,
+        build_clip_tokenizer_files,
+        sd_noise_scheduler,
+    )
 
     torch.manual_seed(seed)
     build_clip_tokenizer_files(out / "tokenizer", max_length=TOKENIZER_LENGTH)
@@ -87,15 +94,7 @@ def build_components(seed: int, out: Path):
         attention_head_dim=8,
         cross_attention_dim=64,
     )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        prediction_type="epsilon",
-        steps_offset=1,
-    )
+    scheduler = sd_noise_scheduler("epsilon")
     return tokenizer, text_encoder, vae, unet, scheduler
 
 
@@ -166,7 +165,7 @@ def reconstruction_match(vae, count: int = 256, seed: int = 12345) -> dict[str, 
 
     rng = random.Random(seed)
     scenes = [sample_scene(rng) for _ in range(count)]
-    images = torch.stack([torch.from_numpy(np.asarray(render(s))).permute(2, 0, 1) for s in scenes])
+    images = torch.stack([torch.from_numpy(np.array(render(s))).permute(2, 0, 1) for s in scenes])
     decoded = vae.decode(vae.encode(_to_unit(images)).latent_dist.mean).sample
     pixels = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     seen = [perceive(Image.fromarray(p)) for p in pixels]
@@ -242,7 +241,7 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     start = time.perf_counter()
     train_vae(vae, pool, settings, log)
     vae.requires_grad_(False)
-    reconstruction = reconstruction_match(vae)
+    reconstruction = reconstruction_match(vae, settings.check_images)
     log(f"vae round trip: colour {reconstruction['colour']:.1%}, shape {reconstruction['shape']:.1%}")
     mean, std = encode_pool(vae, pool)
     scaling = float(1.0 / (mean + std * torch.randn_like(mean)).std())
@@ -268,7 +267,7 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     pipe.save_pretrained(str(out))
     start = time.perf_counter()
     report = {"settings": asdict(settings), "vae_round_trip": reconstruction, "scaling_factor": scaling}
-    report["samples"] = evaluate_base(out, log=log)
+    report["samples"] = evaluate_base(out, settings.eval_images_per_caption, settings.eval_steps, log=log)
     seconds["evaluate"] = time.perf_counter() - start
     report["seconds"] = seconds
     (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")

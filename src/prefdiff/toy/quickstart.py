@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ class Stage:
 
     def __init__(self, out: Path, name: str, key: dict[str, Any]) -> None:
         self.dir = out / name
-        self.key = {"stage": name, **key}
+        self.name = f"{out.name}/{name}" if out.name == "samples" else name
+        self.key = {"stage": self.name, **key}
         self.digest = _digest(self.key)
 
     def _record(self) -> dict[str, Any] | None:
@@ -127,14 +129,34 @@ def _training_key(run: Config) -> dict[str, Any]:
     return key
 
 
+class StageRunner:
+    """Runs or reuses numbered stages, timing each into ``seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, number: int, stage: Stage, label: str, what: str, work: Callable[[], object]) -> Stage:
+        start = time.perf_counter()
+        if stage.done:
+            typer.echo(f"[{number}/{NUM_STAGES}] {stage.name}: reusing {stage.dir}")
+        else:
+            typer.echo(f"[{number}/{NUM_STAGES}] {what} -> {stage.dir}")
+            stage.begin()
+            work()
+            stage.finish()
+        self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+        return stage
+
+
 def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     """Run (or reuse) every stage into ``out``; returns the summary written to summary.json."""
-    from prefdiff.data.cache import INFO_FILE, CacheSettings, build_cache, finish_cache
+    from prefdiff.data.cache import CacheSettings, build_cache, finish_cache
     from prefdiff.evaluate.generate import generate_prompt_set
     from prefdiff.evaluate.scorers import load_mixed
     from prefdiff.models import load_backbone
     from prefdiff.toy.evaluation import evaluate_quickstart, tuned_weights
     from prefdiff.toy.oracle import oracle_spec
+    from prefdiff.toy.report import write_quickstart_report
     from prefdiff.toy.votes import label_pairs
     from prefdiff.train.checkpoint import list_checkpoints
     from prefdiff.train.loop import train
@@ -146,105 +168,75 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     scorer = load_mixed(spec)  # and for a bad oracle
     out.mkdir(parents=True, exist_ok=True)
     sampler = SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale)
-    seconds: dict[str, float] = {}
-
-    def stage_header(number: int, text: str) -> None:
-        typer.echo(f"[{number}/{NUM_STAGES}] {text}")
+    run_stage = StageRunner()
 
     # ---- 1. on-policy pairs: two images per prompt from the base model
     combos = training_combos()
-    train_prompts = [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)]
-    heldout_prompts = [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)]
-    base_key = {"base": str(base.resolve()), "weights": _weights_digest(base)}
-    pairs = Stage(out, "pairs", {**base_key, "sampler": asdict(sampler), "train": toy.train_pairs, "heldout": toy.heldout_pairs, "seed": toy.seed})
-    start = time.perf_counter()
-    if pairs.done:
-        stage_header(1, f"on-policy pairs: reusing {pairs.dir}")
-    else:
-        stage_header(1, f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out -> {pairs.dir}")
-        pairs.begin()
-        for name, prompts, seed in (("train", train_prompts, toy.seed), ("heldout", heldout_prompts, toy.seed + 1)):
+    pair_prompts = {
+        "train": [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)],
+        "heldout": [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)],
+    }
+    base_key = {"base": str(base.resolve()), "weights": _weights_digest(base), "sampler": asdict(sampler), "seed": toy.seed}
+    pairs = Stage(out, "pairs", {**base_key, "train": toy.train_pairs, "heldout": toy.heldout_pairs})
+
+    def make_pairs() -> None:
+        for offset, (name, prompts) in enumerate(pair_prompts.items()):
             prompts_file = _write_prompts(pairs.dir / f"{name}_prompts.txt", prompts)
-            generate_prompt_set(base, prompts_file, 2, pairs.dir / name, settings=sampler, base_seed=seed, batch_size=toy.generate_batch)
-        pairs.finish()
-    seconds["pairs"] = time.perf_counter() - start
+            generate_prompt_set(base, prompts_file, 2, pairs.dir / name, settings=sampler, base_seed=toy.seed + offset, batch_size=toy.generate_batch)
+
+    run_stage(1, pairs, "pairs", f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out", make_pairs)
 
     # ---- 2. votes: five raters per pair, calibrated to the oracle
-    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": spec, "agreement": toy.rater_agreement, "raters": toy.raters, "seed": toy.seed})
-    start = time.perf_counter()
-    if votes.done:
-        stage_header(2, f"votes: reusing {votes.dir}")
-    else:
-        stage_header(2, f"votes by {toy.raters} simulated raters ({toy.oracle}, single-rater agreement {toy.rater_agreement}) -> {votes.dir}")
-        votes.begin()
-        label_pairs(pairs.dir, votes.dir, scorer, toy)
-        votes.finish()
+    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": spec, "agreement": toy.rater_agreement, "raters": toy.raters})
+    what = f"votes by {toy.raters} simulated raters ({toy.oracle}, single-rater agreement {toy.rater_agreement})"
+    run_stage(2, votes, "votes", what, lambda: label_pairs(pairs.dir, votes.dir, scorer, toy))
     vote_stats = json.loads((votes.dir / "votes.json").read_text())
-    seconds["votes"] = time.perf_counter() - start
 
     # ---- 3. cache: latents and text conditioning of both pair sets, once
     cache = Stage(out, "cache", {"votes": votes.digest, "resolution": config.data.resolution, "flip": config.data.random_flip})
-    start = time.perf_counter()
-    if cache.done:
-        stage_header(3, f"latent cache: reusing {cache.dir}")
-    else:
-        stage_header(3, f"encoding every pair once (VAE latents, text conditioning) -> {cache.dir}")
-        cache.begin()
+
+    def make_cache() -> None:
         backbone = load_backbone(base)
-        for name in ("train", "heldout"):
+        for name in pair_prompts:
             data = copy.deepcopy(config.data)
             data.path = str(votes.dir / f"{name}.parquet")
             settings = CacheSettings(resolution=config.data.resolution, flip_copies=config.data.random_flip)
             finish_cache(cache.dir / name, build_cache(backbone, data, cache.dir / name, settings))
-        cache.finish()
-    assert (cache.dir / "train" / INFO_FILE).exists()
-    seconds["cache"] = time.perf_counter() - start
+
+    run_stage(3, cache, "cache", "encoding every pair once (VAE latents, text conditioning)", make_cache)
 
     # ---- 4, 5. Diffusion-DPO and the SFT-on-winners baseline
-    runs: dict[str, Path] = {}
-    train_stages: dict[str, Stage] = {}
+    trained: dict[str, Stage] = {}
     for number, objective in ((4, "dpo"), (5, "sft")):
         run = _training_config(config, objective, base, cache.dir / "train", out / objective)
         stage = Stage(out, objective, {"cache": cache.digest, "config": _training_key(run)})
-        train_stages[objective] = stage
-        start = time.perf_counter()
-        if stage.done:
-            stage_header(number, f"{objective}: reusing {stage.dir}")
-        else:
-            what = "Diffusion-DPO" if objective == "dpo" else "SFT on the winners (baseline)"
-            stage_header(number, f"{what}, {run.train.max_steps} steps of {run.train.batch_size} pairs -> {stage.dir}")
-            stage.begin()
-            train(run, resume="latest" if list_checkpoints(stage.dir) else None)
-            stage.finish()
-        runs[objective] = stage.dir
-        seconds[objective] = time.perf_counter() - start
+        what = "Diffusion-DPO" if objective == "dpo" else "SFT on the winners (baseline)"
+        what += f", {run.train.max_steps} steps of {run.train.batch_size} pairs"
+        run_stage(number, stage, objective, what, lambda run=run, stage=stage: train(run, resume="latest" if list_checkpoints(stage.dir) else None))
+        trained[objective] = stage
+    runs = {name: stage.dir for name, stage in trained.items()}
 
     # ---- 6. paired generation on the held-out captions
     eval_prompts = _write_prompts(out / "eval_prompts.txt", [caption_for(*combo) for combo in HELD_OUT])
     samples: dict[str, Path] = {}
-    start = time.perf_counter()
-    stage_header(6, f"paired samples on {len(HELD_OUT)} held-out captions x {toy.eval_images_per_caption} seeds: base, dpo, sft")
     for name in ("base", "dpo", "sft"):
-        upstream = "" if name == "base" else train_stages[name].digest
-        stage = Stage(out / "samples", name, {**base_key, "model": upstream, "sampler": asdict(sampler), "n": toy.eval_images_per_caption, "seed": toy.seed})
-        if not stage.done:
-            stage.begin()
-            adapter = tuned_weights(runs.get(name))
-            generate_prompt_set(base, eval_prompts, toy.eval_images_per_caption, stage.dir, settings=sampler, base_seed=toy.seed + 2, batch_size=toy.generate_batch, **adapter)
-            stage.finish()
+        upstream = trained[name].digest if name in trained else ""
+        stage = Stage(out / "samples", name, {**base_key, "model": upstream, "n": toy.eval_images_per_caption})
+        what = f"{name}: {toy.eval_images_per_caption} paired seeds on each of {len(HELD_OUT)} held-out captions"
+        run_stage(6, stage, "generate", what, lambda name=name, stage=stage: generate_prompt_set(
+            base, eval_prompts, toy.eval_images_per_caption, stage.dir, settings=sampler, base_seed=toy.seed + 2,
+            batch_size=toy.generate_batch, **tuned_weights(runs.get(name)),
+        ))
         samples[name] = stage.dir
-    seconds["generate"] = time.perf_counter() - start
 
     # ---- 7. win rates, faithfulness, implicit accuracy, the report
     start = time.perf_counter()
-    stage_header(7, "scoring: raters' majority and the oracle, faithfulness, implicit accuracy")
+    typer.echo(f"[7/{NUM_STAGES}] scoring: raters' majority and the oracle, faithfulness, implicit accuracy")
     summary = evaluate_quickstart(out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config)
-    seconds["evaluate"] = time.perf_counter() - start
-    summary["stage_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    summary["total_seconds"] = round(sum(seconds.values()), 2)
+    run_stage.seconds["evaluate"] = time.perf_counter() - start
+    summary["stage_seconds"] = {k: round(v, 2) for k, v in run_stage.seconds.items()}
+    summary["total_seconds"] = round(sum(run_stage.seconds.values()), 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from prefdiff.toy.report import write_quickstart_report
-
     report = write_quickstart_report(out, summary, samples, runs)
     typer.echo(
         f"DPO vs base on held-out captions: {summary['win_rate_vs_base']:.1%} by the raters' majority "
@@ -253,4 +245,3 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         f"report: {report}\nsummary: {out / 'summary.json'}"
     )
     return summary
-

@@ -10,15 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLOURS = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 80, 220),
-    "yellow": (230, 210, 40),
-    "purple": (150, 60, 190),
-    "orange": (240, 140, 30),
-}
-SHAPES = ("circle", "square", "triangle")
+from prefdiff.toy.world import COLOURS, SHAPES
 
 
 def draw_shape(colour: str, shape: str, size: int, rng: random.Random) -> Image.Image:
