@@ -47,6 +47,7 @@ def implicit_accuracy(
     into ``backbone``'s UNet) or ``unet`` (a tuned UNet directory) against the base, over the
     pairs of ``cache_dir``. Ties (``inside == 0``) count half."""
     from diffusers import UNet2DConditionModel
+    from tqdm.auto import tqdm
 
     from prefdiff.data.cache import CachedPairStream, collate_cached
     from prefdiff.train.reference import AdapterDisabledReference
@@ -65,6 +66,7 @@ def implicit_accuracy(
     stream = CachedPairStream(cache_dir, seed, data, backbone)
     size = len(stream)
     inside_sum = torch.zeros(size, dtype=torch.float64)
+    bar = tqdm(total=draws * size, desc="implicit accuracy", unit="pair", disable=draws * size <= batch_size)
     for draw in range(draws):
         ctx = StepContext(backbone, objective, reference, seed + draw, data.resolution, torch.device("cpu"))
         for start in range(0, size, batch_size):
@@ -72,6 +74,8 @@ def implicit_accuracy(
             batch = collate_cached([stream[s] for s in slots])
             out = micro_batch_loss(ctx, policy, batch)
             inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.double()
+            bar.update(len(slots))
+    bar.close()
     inside = inside_sum / draws
     accuracy = ((inside > 0).double() + 0.5 * (inside == 0).double()).mean()
     if lora is not None:
