@@ -35,7 +35,7 @@ SHIPPED_BASE = Path(__file__).parent / "assets" / "base"
 RECIPE: dict[str, Any] = {
     "lora": {"enabled": True, "rank": 16, "alpha": 16.0},
     "data": {"resolution": 32, "random_flip": True},
-    "objective": {"beta": 2000.0},
+    "objective": {"beta": 500.0},
     "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0},
     "train": {"max_steps": 400, "batch_size": 16, "checkpoint_every": 200, "keep_last": 1, "report_to": "none", "log_every": 5},
 }
@@ -122,10 +122,13 @@ def _training_config(config: Config, objective: str, base: Path, cache: Path, ru
 
 
 def _training_key(run: Config) -> dict[str, Any]:
+    """The settings a training run depends on (not where it reads and writes; SFT has no beta)."""
     key = asdict(run)
     key.pop("output_dir")
     key["data"].pop("path")
     key["model"].pop("path")
+    if run.objective.name == "sft":
+        key["objective"].pop("beta")
     return key
 
 
@@ -134,11 +137,13 @@ class StageRunner:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.reused: list[str] = []
 
     def __call__(self, number: int, stage: Stage, label: str, what: str, work: Callable[[], object]) -> Stage:
         start = time.perf_counter()
         if stage.done:
             typer.echo(f"[{number}/{NUM_STAGES}] {stage.name}: reusing {stage.dir}")
+            self.reused.append(stage.name)
         else:
             typer.echo(f"[{number}/{NUM_STAGES}] {what} -> {stage.dir}")
             stage.begin()
@@ -236,6 +241,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     run_stage.seconds["evaluate"] = time.perf_counter() - start
     summary["stage_seconds"] = {k: round(v, 2) for k, v in run_stage.seconds.items()}
     summary["total_seconds"] = round(sum(run_stage.seconds.values()), 2)
+    summary["reused_stages"] = run_stage.reused
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report = write_quickstart_report(out, summary, samples, runs)
     typer.echo(

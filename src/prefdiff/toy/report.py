@@ -70,6 +70,8 @@ def write_quickstart_report(out: Path, summary: dict[str, Any], samples: dict[st
     low, high = summary["win_rate_vs_base_ci"]
     votes = summary["votes"]["train"]
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
+    if summary.get("reused_stages"):
+        seconds += f" (reused from an earlier run: {', '.join(summary['reused_stages'])})"
     compare_link = html.escape(os.path.relpath(summary["compare_report"], out))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff quickstart</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} img{{width:64px;image-rendering:pixelated;margin:1px}}
