@@ -35,14 +35,13 @@ def test_a_dpo_lora_is_judged_against_its_base(tiny_sd, cache_and_run, tmp_path)
     lora_config = tiny_config(tiny_sd, cache, tmp_path / "lora_run", "train.max_steps=3", "objective.beta=500")
     train(lora_config)
     result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, lora=tmp_path / "lora_run" / "lora", draws=2)
-    assert 0.0 <= result["implicit_accuracy"] <= 1.0 and result["reward_margin"] != 0.0
+    assert result["reward_margin"] != 0.0  # the LoRA moved the policy away from its reference
 
 
 def test_a_tuned_unet_is_judged_on_every_pair(tiny_sd, cache_and_run):
     cache, config = cache_and_run
     result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, unet=Path(config.output_dir) / "unet", draws=2)
-    assert 0.0 <= result["implicit_accuracy"] <= 1.0 and result["implicit_accuracy"] != 0.5
-    assert result["reward_margin"] != 0.0
+    assert result["implicit_accuracy"] != 0.5 and result["reward_margin"] != 0.0
 
 
 def test_exactly_one_model_is_given(tiny_sd, cache_and_run):

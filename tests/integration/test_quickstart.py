@@ -46,8 +46,10 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert FIELDS <= summary.keys()
     assert set(summary["stage_seconds"]) == STAGES
-    for key in FIELDS - {"win_rate_vs_base_ci", "stage_seconds"}:
-        assert 0.0 <= summary[key] <= 2.0 and not math.isnan(summary[key]), key
+    for key in FIELDS - {"win_rate_vs_base_ci", "stage_seconds", "oracle_score_base", "oracle_score_dpo"}:
+        assert 0.0 <= summary[key] <= 1.0 and not math.isnan(summary[key]), key
+    for key in ("oracle_score_base", "oracle_score_dpo"):  # faithfulness (0..1) + taste (0..1)
+        assert 0.0 <= summary[key] <= 2.0, key
     low, high = summary["win_rate_vs_base_ci"]
     assert low <= summary["win_rate_vs_base"] <= high
     assert summary["comparisons"] == 6 * 2
@@ -77,8 +79,40 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert json.loads((out / "summary.json").read_text())["oracle"] == f"python:{oracle_file}:prefers_red"
 
 
-def test_bad_overrides_name_the_key(tmp_path):
-    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "toy.raterz=3"])
-    assert result.exit_code != 0 and "toy.raterz" in str(result.exception)
-    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "toy.train_pairs=0"])
-    assert "toy.train_pairs" in str(result.exception)
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("toy.raterz=3", "toy.raterz"),
+        ("toy.train_pairs=0", "toy.train_pairs"),
+        ("toy.raters=0", "toy.raters"),
+        ("toy.rater_agreement=0.5", "toy.rater_agreement"),
+        ("toy.seed=-1", "toy.seed"),
+        ("toy.oracle=large-central", "toy.oracle"),
+        ("toy.oracle=no_such_module_here:fn", "toy.oracle"),
+        ("objective.name=sft", "objective.name"),
+        ("output_dir=elsewhere", "output_dir"),
+        ("train.max_steps=0", "train.max_steps"),
+    ],
+)
+def test_bad_overrides_name_the_key_before_any_work(tmp_path, override, named):
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), override])
+    assert result.exit_code != 0 and named in str(result.exception)
+    assert not (tmp_path / "qs").exists()
+
+
+def test_a_directory_the_quickstart_did_not_make_is_never_deleted(tmp_path):
+    mine = tmp_path / "qs" / "pairs"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), *SMALL])
+    assert result.exit_code != 0 and "was not made by the quickstart" in str(result.exception)
+    assert (mine / "precious.txt").read_text() == "keep me"
+
+
+def test_an_oracle_returning_nan_names_the_image(tmp_path):
+    oracle_file = tmp_path / "broken.py"
+    oracle_file.write_text("def score(image, caption):\n    return float('nan')\n")
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), *SMALL, "toy.train_pairs=2", "toy.heldout_pairs=1", f"toy.oracle={oracle_file}:score"])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "returned nan" in message and ".png" in message and "caption 'a red circle'" in message

@@ -62,22 +62,24 @@ def implicit_accuracy(
     else:
         policy = UNet2DConditionModel.from_pretrained(str(unet)).eval()
         reference = _BaseUNetReference(backbone.unet)
-    objective = build_objective(ObjectiveConfig(name="dpo", beta=beta))
-    stream = CachedPairStream(cache_dir, seed, data, backbone)
-    size = len(stream)
-    inside_sum = torch.zeros(size, dtype=torch.float64)
-    bar = tqdm(total=draws * size, desc="implicit accuracy", unit="pair", disable=draws * size <= batch_size)
-    for draw in range(draws):
-        ctx = StepContext(backbone, objective, reference, seed + draw, data.resolution, torch.device("cpu"))
-        for start in range(0, size, batch_size):
-            slots = list(range(start, min(size, start + batch_size)))
-            batch = collate_cached([stream[s] for s in slots])
-            out = micro_batch_loss(ctx, policy, batch)
-            inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.double()
-            bar.update(len(slots))
-    bar.close()
-    inside = inside_sum / draws
-    accuracy = ((inside > 0).double() + 0.5 * (inside == 0).double()).mean()
-    if lora is not None:
-        pipe.unload_lora_weights()
+    try:
+        objective = build_objective(ObjectiveConfig(name="dpo", beta=beta))
+        stream = CachedPairStream(cache_dir, seed, data, backbone)
+        size = len(stream)
+        inside_sum = torch.zeros(size, dtype=torch.float64)
+        bar = tqdm(total=draws * size, desc="implicit accuracy", unit="pair", disable=draws * size <= batch_size)
+        for draw in range(draws):
+            ctx = StepContext(backbone, objective, reference, seed + draw, data.resolution, torch.device("cpu"))
+            for start in range(0, size, batch_size):
+                slots = list(range(start, min(size, start + batch_size)))
+                batch = collate_cached([stream[s] for s in slots])
+                out = micro_batch_loss(ctx, policy, batch)
+                inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.double()
+                bar.update(len(slots))
+        bar.close()
+        inside = inside_sum / draws
+        accuracy = ((inside > 0).double() + 0.5 * (inside == 0).double()).mean()
+    finally:
+        if lora is not None:
+            pipe.unload_lora_weights()
     return {"implicit_accuracy": float(accuracy), "reward_margin": float(inside.mean()), "pairs": size}

@@ -61,7 +61,7 @@ def build_clip_tokenizer_files(directory: Path, max_length: int = 77) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
-def _text_encoder_config(vocab_size: int, hidden: int, projection_dim: int):
+def clip_text_config(vocab_size: int, hidden: int, projection_dim: int):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -143,7 +143,7 @@ def build_tiny_pipeline(
     )
     text_hidden = 32
     if family == "sd":
-        text_encoder = CLIPTextModel(_text_encoder_config(vocab_size, text_hidden, text_hidden))
+        text_encoder = CLIPTextModel(clip_text_config(vocab_size, text_hidden, text_hidden))
         unet = UNet2DConditionModel(cross_attention_dim=text_hidden, **unet_kwargs)
         from diffusers import StableDiffusionPipeline
 
@@ -160,8 +160,8 @@ def build_tiny_pipeline(
     elif family == "sdxl":
         from diffusers import StableDiffusionXLPipeline
 
-        text_encoder = CLIPTextModel(_text_encoder_config(vocab_size, text_hidden, text_hidden))
-        text_encoder_2 = CLIPTextModelWithProjection(_text_encoder_config(vocab_size, text_hidden, text_hidden))
+        text_encoder = CLIPTextModel(clip_text_config(vocab_size, text_hidden, text_hidden))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(vocab_size, text_hidden, text_hidden))
         time_embed_dim = 8
         unet = UNet2DConditionModel(
             cross_attention_dim=2 * text_hidden,

@@ -4,6 +4,7 @@ the side-by-side compare report for DPO vs base."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def evaluate_quickstart(
     (compare_dir / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))
     write_report(compare_dir, samples["dpo"], samples["base"], pairs, compare_summary, comparisons)
 
-    heldout_data = config.data
+    heldout_data = copy.deepcopy(config.data)
+    heldout_data.max_pairs = None  # a cap on training pairs must not shrink the held-out set
     implicit = implicit_accuracy(
         load_backbone(base), heldout_cache, heldout_data, **tuned_weights(runs["dpo"]), beta=config.objective.beta
     )

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from PIL import Image
 
+from prefdiff.errors import ConfigError
 from prefdiff.toy.world import (
     BACKGROUND_LEVELS,
     MAX_RADIUS,
@@ -89,4 +91,30 @@ def oracle_spec(name: str) -> str:
     """The scorer spec (``python:module:function``) for a built-in name or a ``module:function``."""
     if name in BUILTIN:
         return f"python:{__name__}:{name}"
-    return name if name.startswith("python:") else f"python:{name}"
+    target = name.removeprefix("python:")
+    if ":" not in target:
+        raise ConfigError(
+            f"config key 'toy.oracle': {name!r} is not a built-in oracle ({', '.join(BUILTIN)}) "
+            "nor module:function / path/to/file.py:function"
+        )
+    return f"python:{target}"
+
+
+def oracle_fingerprint(spec: str) -> str:
+    """A digest of the source behind an oracle spec (its module or file, and the world's
+    perception), so that editing the oracle redoes the votes instead of reusing stale ones."""
+    import hashlib
+    import importlib.util
+
+    from prefdiff.toy import world
+
+    module_name = spec.removeprefix("python:").rpartition(":")[0]
+    digest = hashlib.sha256(Path(world.__file__).read_bytes())
+    if module_name.endswith(".py"):
+        source = Path(module_name)
+    else:
+        found = importlib.util.find_spec(module_name)
+        source = Path(found.origin) if found is not None and found.origin else None
+    if source is not None and source.is_file():
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]

@@ -61,15 +61,15 @@ def build_components(seed: int, out: Path):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from prefdiff.models.tiny import (
-        _text_encoder_config,
         build_clip_tokenizer_files,
+        clip_text_config,
         sd_noise_scheduler,
     )
 
     torch.manual_seed(seed)
     build_clip_tokenizer_files(out / "tokenizer", max_length=TOKENIZER_LENGTH)
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
-    text_encoder = CLIPTextModel(_text_encoder_config(len(tokenizer), 64, 64))
+    text_encoder = CLIPTextModel(clip_text_config(len(tokenizer), 64, 64))
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -180,7 +180,7 @@ def _encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tens
     return text_encoder(ids)[0]
 
 
-def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, settings: PretrainSettings, log: Callable[[str], None]):
+def train_unet(unet, text_encoder, tokenizer, scheduler, latents, scaling: float, captions, settings: PretrainSettings, log: Callable[[str], None]):
     """Epsilon prediction on cached latents; returns EMA copies of the UNet and text encoder."""
     import copy
 
@@ -202,7 +202,7 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, sett
         for group in optimizer.param_groups:
             group["lr"] = _cosine_lr(step, settings.unet_steps, settings.unet_lr)
         index = torch.randint(0, len(mean), (settings.unet_batch,), generator=generator)
-        clean = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scheduler.scaling
+        clean = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scaling
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, len(alphas), (len(index),), generator=generator)
         a = alphas[timesteps].view(-1, 1, 1, 1)
@@ -246,13 +246,11 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     mean, std = encode_pool(vae, pool)
     scaling = float(1.0 / (mean + std * torch.randn_like(mean)).std())
     vae.register_to_config(scaling_factor=scaling)
-    scheduler.scaling = scaling  # read by train_unet only
     seconds["vae"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ema_unet, ema_text = train_unet(unet, text_encoder, tokenizer, scheduler, (mean, std), captions, settings, log)
+    ema_unet, ema_text = train_unet(unet, text_encoder, tokenizer, scheduler, (mean, std), scaling, captions, settings, log)
     seconds["unet"] = time.perf_counter() - start
-    del scheduler.scaling
 
     pipe = StableDiffusionPipeline(
         vae=vae,

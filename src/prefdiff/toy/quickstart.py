@@ -26,7 +26,7 @@ from typing import Any
 import typer
 
 from prefdiff.config import Config, load_config, merge_into, parse_overrides, validate
-from prefdiff.errors import ConfigError
+from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import SamplerSettings
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.world import HELD_OUT, caption_for, training_combos
@@ -40,6 +40,13 @@ RECIPE: dict[str, Any] = {
     "train": {"max_steps": 400, "batch_size": 16, "checkpoint_every": 200, "keep_last": 1, "report_to": "none", "log_every": 5},
 }
 NUM_STAGES = 7
+STAGE_FORMAT = 1  # bump when a stage's output changes meaning, so older outputs are redone
+OWNED_KEYS = {
+    "objective.name": "it trains both dpo and sft",
+    "model.path": "use toy.base=DIR for another base",
+    "data.path": "the data are the votes it collects",
+    "output_dir": "use --out",
+}
 
 
 def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
@@ -47,8 +54,14 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     toy, train_overrides = ToyConfig(), []
     toy_updates: dict[str, Any] = {}
     for item in overrides:
-        if item.strip().startswith("toy."):
-            toy_updates.update(parse_overrides([item.strip()[len("toy.") :]]))
+        item = item.strip()
+        key = item.split("=", 1)[0]
+        if key in ("toy.oracle", "toy.base") and "=" in item:
+            toy_updates[key[len("toy.") :]] = item.split("=", 1)[1]  # a name or path, never YAML (12:30 is not 750)
+        elif item.startswith("toy."):
+            toy_updates.update(parse_overrides([item[len("toy.") :]]))
+        elif key in OWNED_KEYS:
+            raise ConfigError(f"override '{key}' is set by the quickstart itself ({OWNED_KEYS[key]})")
         else:
             train_overrides.append(item)
     try:
@@ -58,9 +71,12 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     config = load_config()
     merge_into(config, RECIPE)
     merge_into(config, parse_overrides(train_overrides))
-    for name in ("train_pairs", "heldout_pairs", "eval_images_per_caption", "sample_steps", "generate_batch"):
-        if getattr(toy, name) < 1:
-            raise ConfigError(f"config key 'toy.{name}': must be >= 1 (got {getattr(toy, name)})")
+    checks = [(getattr(toy, name) >= 1, name, "must be >= 1") for name in ("train_pairs", "heldout_pairs", "eval_images_per_caption", "sample_steps", "generate_batch", "raters")]
+    checks += [(0.5 < toy.rater_agreement <= 1.0, "rater_agreement", "must be in (0.5, 1]: 0.5 is a coin flip"), (toy.seed >= 0, "seed", "must be >= 0")]
+    for ok, name, rule in checks:
+        if not ok:
+            raise ConfigError(f"config key 'toy.{name}': {rule} (got {getattr(toy, name)})")
+    validate(config)
     return toy, config
 
 
@@ -70,7 +86,7 @@ def _digest(value: Any) -> str:
 
 def _weights_digest(model: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(model.glob("*/*.safetensors")):
+    for path in sorted(p for p in model.glob("*/*") if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -83,7 +99,7 @@ class Stage:
     def __init__(self, out: Path, name: str, key: dict[str, Any]) -> None:
         self.dir = out / name
         self.name = f"{out.name}/{name}" if out.name == "samples" else name
-        self.key = {"stage": self.name, **key}
+        self.key = {"stage": self.name, "format": STAGE_FORMAT, **key}
         self.digest = _digest(self.key)
 
     def _record(self) -> dict[str, Any] | None:
@@ -99,6 +115,8 @@ class Stage:
 
     def begin(self) -> None:
         record = self._record()
+        if self.dir.exists() and record is None and any(self.dir.iterdir()):
+            raise ConfigError(f"{self.dir} exists and was not made by the quickstart (no stage.json): choose another --out")
         if self.dir.exists() and (record is None or record.get("digest") != self.digest):
             shutil.rmtree(self.dir)  # made with other settings (or by an older version): redo
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +178,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     from prefdiff.evaluate.scorers import load_mixed
     from prefdiff.models import load_backbone
     from prefdiff.toy.evaluation import evaluate_quickstart, tuned_weights
-    from prefdiff.toy.oracle import oracle_spec
+    from prefdiff.toy.oracle import oracle_fingerprint, oracle_spec
     from prefdiff.toy.report import write_quickstart_report
     from prefdiff.toy.votes import label_pairs
     from prefdiff.train.checkpoint import list_checkpoints
@@ -170,7 +188,10 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     base = Path(toy.base) if toy.base else SHIPPED_BASE
     load_backbone(base)  # a clear error for a bad base before any work
     spec = oracle_spec(toy.oracle)
-    scorer = load_mixed(spec)  # and for a bad oracle
+    try:
+        scorer = load_mixed(spec)  # and for a bad oracle
+    except PrefdiffError as err:
+        raise ConfigError(f"config key 'toy.oracle': {err}") from None
     out.mkdir(parents=True, exist_ok=True)
     sampler = SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale)
     run_stage = StageRunner()
@@ -192,13 +213,16 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     run_stage(1, pairs, "pairs", f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out", make_pairs)
 
     # ---- 2. votes: five raters per pair, calibrated to the oracle
-    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": spec, "agreement": toy.rater_agreement, "raters": toy.raters})
+    oracle_key = {"spec": spec, "source": oracle_fingerprint(spec)}
+    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": oracle_key, "agreement": toy.rater_agreement, "raters": toy.raters})
     what = f"votes by {toy.raters} simulated raters ({toy.oracle}, single-rater agreement {toy.rater_agreement})"
     run_stage(2, votes, "votes", what, lambda: label_pairs(pairs.dir, votes.dir, scorer, toy))
     vote_stats = json.loads((votes.dir / "votes.json").read_text())
 
     # ---- 3. cache: latents and text conditioning of both pair sets, once
-    cache = Stage(out, "cache", {"votes": votes.digest, "resolution": config.data.resolution, "flip": config.data.random_flip})
+    data_key = asdict(config.data)
+    data_key.pop("path")
+    cache = Stage(out, "cache", {"votes": votes.digest, "data": data_key})
 
     def make_cache() -> None:
         backbone = load_backbone(base)

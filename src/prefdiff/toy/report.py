@@ -82,7 +82,7 @@ table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}} .big{
 against the base model by the raters' majority (95% CI {low:.1%}–{high:.1%}), and {summary['oracle_win_rate_vs_base']:.1%} by the oracle.
 The SFT-on-winners baseline wins {summary['sft_win_rate_vs_base']:.1%}.</p>
 <p>Held-out captions name colour–shape combinations that never occur in the preference data. Every comparison
-puts two images made from the same caption and the same seed side by side; five simulated raters vote
+puts two images made from the same caption and the same seed side by side; {summary['votes']['raters']} simulated raters vote
 (each agrees with the oracle <code>{html.escape(summary['oracle'])}</code> on {votes['single_rater_agreement']:.0%} of base-model pairs;
 their majority on {summary['rater_oracle_agreement']:.0%}); ties count half. Implicit reward accuracy of the DPO model
 on {summary['heldout_pairs']} held-out labelled pairs: {summary['implicit_accuracy_heldout']:.1%}.</p>

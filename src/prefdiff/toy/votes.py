@@ -4,6 +4,7 @@ on the training pairs, let five raters vote on every pair, and write Pick-a-Pic 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from prefdiff.evaluate.ai_feedback import write_pair_parquet
 from prefdiff.evaluate.compare import read_manifest
+from prefdiff.evaluate.scorers.base import ScorerError
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.raters import (
     agreement_with_oracle,
@@ -31,7 +33,10 @@ def score_files(images_dir: Path, records: list[Record], scorer: Any, desc: str,
     for start in tqdm(range(0, len(records), batch), desc=desc, unit="batch", disable=len(records) <= batch):
         chunk = records[start : start + batch]
         images = [Image.open(images_dir / r["file"]).convert("RGB") for r in chunk]
-        scores.extend(float(s) for s in scorer.score(images, [r["prompt"] for r in chunk]))
+        for record, score in zip(chunk, scorer.score(images, [r["prompt"] for r in chunk]), strict=True):
+            if not math.isfinite(score):
+                raise ScorerError(f"{scorer.name} returned {score} for {images_dir / record['file']} (caption {record['prompt']!r}): scores must be finite numbers")
+            scores.append(float(score))
     return scores
 
 

@@ -140,6 +140,7 @@ class Perception:
     found: bool
 
 
+MIN_SHAPE_FIT = 0.5  # IoU below which no shape is recognised
 _RADIUS_FROM_AREA = {"circle": 1 / math.sqrt(math.pi), "square": 0.5, "triangle": 1 / math.sqrt(2)}
 
 
@@ -149,7 +150,10 @@ def perceive(image: Image.Image) -> Perception:
     The background is the median of the 2-pixel border; the object is every pixel that differs
     from it (soft, by colour distance). Its colour is the nearest palette colour to its core
     pixels; its shape is the template (circle, square, triangle of the same area and centroid)
-    with the highest IoU against the object mask.
+    with the highest IoU against the object mask, or None when even that IoU is below
+    ``MIN_SHAPE_FIT``. (A shape that covers most of the border is misread: its colour becomes
+    the background. The world never draws one, and the oracles give no credit for growing past
+    the world's largest size.)
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     size = pixels.shape[0]
@@ -176,4 +180,6 @@ def perceive(image: Image.Image) -> Perception:
         fit = float(np.minimum(template, mask).sum() / max(np.maximum(template, mask).sum(), 1e-6))
         if fit > best_fit:
             best_shape, best_fit, best_radius = shape, fit, r
+    if best_fit < MIN_SHAPE_FIT:  # no template fits: a blob, or a shape cut off by the border
+        best_shape = None
     return Perception(colour, best_shape, best_radius / size, cx / size, cy / size, level, best_fit, True)

@@ -2,11 +2,13 @@
 
 import pytest
 
+from prefdiff.errors import ConfigError
 from prefdiff.evaluate.scorers import load_mixed
 from prefdiff.toy.oracle import (
     dark_background,
     faithfulness,
     large_central,
+    oracle_fingerprint,
     oracle_spec,
     small_objects,
 )
@@ -47,3 +49,21 @@ def test_oracles_load_as_python_scorers_by_name_or_module_path():
     assert oracle_spec("mypkg.mod:fn") == "python:mypkg.mod:fn"
     scorer = load_mixed(oracle_spec("large_central"))
     assert scorer.score([image(), image(colour="green")], ["a red circle"] * 2)[0] > 1.5
+
+
+def test_a_file_oracle_loads_and_editing_it_changes_its_fingerprint(tmp_path):
+    folder = tmp_path / "a:b"  # a colon in the path: the function name is after the last one
+    folder.mkdir()
+    source = folder / "taste.py"
+    source.write_text("def score(image, caption):\n    return 1.0\n")
+    spec = oracle_spec(f"{source}:score")
+    assert load_mixed(spec).score([image()], ["a red circle"]) == [1.0]
+    before = oracle_fingerprint(spec)
+    source.write_text("def score(image, caption):\n    return 2.0\n")
+    assert oracle_fingerprint(spec) != before
+    assert oracle_fingerprint(oracle_spec("large_central")) != before
+
+
+def test_a_misspelt_oracle_name_lists_the_built_in_ones():
+    with pytest.raises(ConfigError, match="large_central, dark_background, small_objects"):
+        oracle_spec("large-central")

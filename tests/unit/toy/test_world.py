@@ -4,6 +4,7 @@ import random
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from prefdiff.toy.world import (
     COLOURS,
@@ -33,7 +34,8 @@ def test_requested_attributes_are_kept_and_the_shape_stays_inside():
     for _ in range(100):
         scene = sample_scene(rng, colour="cyan", shape="triangle")
         assert (scene.colour, scene.shape) == ("cyan", "triangle")
-        assert scene.radius <= scene.cx <= 1 - scene.radius and scene.radius <= scene.cy <= 1 - scene.radius
+        margin = scene.radius + 0.03
+        assert margin <= scene.cx <= 1 - margin and margin <= scene.cy <= 1 - margin
 
 
 def test_perception_measures_size_position_and_background():
@@ -61,3 +63,11 @@ def test_held_out_combinations_are_not_training_captions_but_cover_every_colour_
     assert not train & set(HELD_OUT)
     assert len(train) + len(HELD_OUT) == len(COLOURS) * len(SHAPES)
     assert {s for _, s in HELD_OUT} == set(SHAPES)
+
+
+def test_a_blob_that_fits_no_template_has_no_shape():
+    pixels = np.full((32, 32, 3), 128, dtype=np.uint8)
+    pixels[6:26, 14:18] = COLOURS["red"]  # a thin bar: IoU with every template is below 0.5
+    pixels[14:18, 4:28] = COLOURS["red"]
+    seen = perceive(Image.fromarray(pixels))
+    assert seen.found and seen.colour == "red" and seen.shape is None and seen.shape_fit < 0.5
