@@ -79,6 +79,25 @@ def clip_text_config(vocab_size: int, hidden: int, projection_dim: int):
     )
 
 
+def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_attention: bool = True):
+    """A random-init SD-style VAE (4 latent channels) that downsamples by 2 per level after the first."""
+    from diffusers import AutoencoderKL
+
+    levels = len(block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=block_out_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=sample_size,
+        mid_block_add_attention=mid_block_attention,
+    )
+
+
 def sd_noise_scheduler(prediction_type: str = "epsilon"):
     """A DDPM scheduler with Stable Diffusion's noise schedule (scaled linear, 1000 steps)."""
     from diffusers import DDPMScheduler
@@ -107,7 +126,7 @@ def build_tiny_pipeline(
     UNet has two resolution levels and cross-attention width 32 (SD) or 64 (SDXL: two text
     encoders of width 32, concatenated).
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     out = Path(out_dir)
@@ -118,17 +137,7 @@ def build_tiny_pipeline(
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     vocab_size = len(tokenizer)
 
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=sample_size,
-    )
+    vae = small_vae((16, 32, 32, 32), sample_size)
     scheduler = sd_noise_scheduler(prediction_type)
     unet_kwargs = dict(
         sample_size=sample_size // 8,

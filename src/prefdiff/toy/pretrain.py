@@ -57,31 +57,21 @@ class PretrainSettings:
 
 def build_components(seed: int, out: Path):
     """Random-init tokenizer, text encoder, VAE, UNet and scheduler of the toy base pipeline."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from prefdiff.models.tiny import (
         build_clip_tokenizer_files,
         clip_text_config,
         sd_noise_scheduler,
+        small_vae,
     )
 
     torch.manual_seed(seed)
     build_clip_tokenizer_files(out / "tokenizer", max_length=TOKENIZER_LENGTH)
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     text_encoder = CLIPTextModel(clip_text_config(len(tokenizer), 64, 64))
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=IMAGE_SIZE,
-        mid_block_add_attention=False,
-    )
+    vae = small_vae((16, 32, 64), IMAGE_SIZE, mid_block_attention=False)
     unet = UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 4,
         in_channels=4,
