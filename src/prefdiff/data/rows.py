@@ -16,6 +16,7 @@ from prefdiff.data.columnar import Chunk, column_names, file_chunks, read_chunks
 from prefdiff.data.report import ReadReport, Reject
 from prefdiff.data.schema import ImageCheck, PreferencePair, check_image
 from prefdiff.errors import DataError
+from prefdiff.jsonl import json_lines
 
 LABELS = (0, 0.5, 1)
 
@@ -144,15 +145,10 @@ def iter_columnar(
 
 def jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     """``(line number, row)`` for each non-blank line; a Reject where the line is not an object."""
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield number, Reject("invalid JSON line", detail=str(err))
-                continue
+    for number, row in json_lines(file):
+        if isinstance(row, json.JSONDecodeError):
+            yield number, Reject("invalid JSON line", detail=str(row))
+        else:
             yield number, row if isinstance(row, dict) else Reject("JSON line is not an object")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefdiff.errors import DataError
+from prefdiff.jsonl import json_lines
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,9 @@ def _json_list(path: Path) -> list[PromptItem]:
 
 def _jsonl(path: Path) -> list[PromptItem]:
     items = []
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {line_number} is not valid JSON ({err})") from None
+    for line_number, record in json_lines(path):
+        if isinstance(record, json.JSONDecodeError):
+            raise DataError(f"{path}: line {line_number} is not valid JSON ({record})")
         prompt = record.get("prompt") if isinstance(record, dict) else None
         if not isinstance(prompt, str) or not prompt.strip():
             raise DataError(f"{path}: line {line_number} has no 'prompt' string")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from prefdiff.jsonl import json_lines
 from prefdiff.label.errors import StudyError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
@@ -84,17 +85,12 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise StudyError(f"file not found: {path}")
     rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise StudyError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise StudyError(f"{path}:{line_no}: expected a JSON object")
-            rows.append((line_no, row))
+    for line_no, row in json_lines(path):
+        if isinstance(row, json.JSONDecodeError):
+            raise StudyError(f"{path}:{line_no}: not valid JSON ({row.msg})")
+        if not isinstance(row, dict):
+            raise StudyError(f"{path}:{line_no}: expected a JSON object")
+        rows.append((line_no, row))
     if not rows:
         raise StudyError(f"{path}: no rows")
     return rows
