@@ -18,6 +18,7 @@ from prefdiff.evaluate.scorers.base import (
     ScorerError,
     load_clip_model,
     load_clip_processor,
+    load_tensors,
     missing,
     normalise,
 )
@@ -103,20 +104,13 @@ def load_aesthetic(
     path: Path, device: str | torch.device = "cpu", clip: Path | None = None, name: str = "aesthetic"
 ) -> AestheticScorer:
     """The predictor from ``path``; its CLIP from ``clip`` or the ``clip/`` directory beside ``path``."""
-    import torch
 
     if not path.is_file():
         raise missing("aesthetic predictor weights", path, AESTHETIC_PUBLISHED)
     clip_dir = clip or path.parent / "clip"
     model = load_clip_model(clip_dir, device, AESTHETIC_PUBLISHED)
     embedder = ClipEmbedder(model, load_clip_processor(clip_dir, AESTHETIC_PUBLISHED), device)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ScorerError(
-            f"cannot read the aesthetic weights {path} (loaded with torch.load(weights_only=True); "
-            f"a file holding more than tensors must be re-saved as a plain state dict): {error}"
-        ) from error
+    state = load_tensors(path, "aesthetic weights")
     mlp = load_mlp(state, path)
     width = int(model.config.projection_dim)
     if mlp[0].in_features != width:

@@ -61,6 +61,19 @@ def missing(what: str, path: Path, published: str, hint: str = "") -> ScorerErro
     return ScorerError(message)
 
 
+def load_tensors(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or a ScorerError naming ``what`` and the file."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged or foreign file
+        raise ScorerError(
+            f"cannot read the {what} {path} (loaded with torch.load(weights_only=True); "
+            f"a file holding more than tensors must be re-saved as a plain state dict): {error}"
+        ) from error
+
+
 def features(output: Any) -> torch.Tensor:
     """The projected embeddings ``[B, D]`` from ``CLIPModel.get_*_features``.
 

@@ -22,6 +22,7 @@ from prefdiff.evaluate.scorers.base import (
     ClipEmbedder,
     ScorerError,
     load_clip_processor,
+    load_tensors,
     missing,
 )
 
@@ -238,7 +239,6 @@ def load_hps(
     name: str = "hpsv2",
 ) -> HpsScorer:
     """HPS from an open_clip checkpoint file; the processor from ``processor`` or ``processor/`` beside it."""
-    import torch
 
     if act not in ("gelu", "quick_gelu"):
         raise ScorerError(f"act={act!r}: expected gelu (LAION ViT-H-14) or quick_gelu (OpenAI)")
@@ -246,13 +246,7 @@ def load_hps(
         raise missing("HPS checkpoint", path, HPS_PUBLISHED)
     processor_dir = processor or path.parent / "processor"
     clip_processor = load_clip_processor(processor_dir, HPS_PUBLISHED)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ScorerError(
-            f"cannot read the HPS checkpoint {path} (loaded with torch.load(weights_only=True); "
-            f"a file holding more than tensors must be re-saved as a plain state dict): {error}"
-        ) from error
+    checkpoint = load_tensors(path, "HPS checkpoint")
     tokenizer = clip_processor.tokenizer
     ids = {
         "bos_token_id": tokenizer.bos_token_id,
