@@ -98,6 +98,22 @@ def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_a
     )
 
 
+def two_level_unet_kwargs(latent_size: int, norm_num_groups: int) -> dict:
+    """UNet2DConditionModel settings of the small UNets here: channels 32/64, one layer per block,
+    cross-attention only at the lower resolution (and in the mid block), 4 latent channels."""
+    return dict(
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=norm_num_groups,
+        attention_head_dim=8,
+    )
+
+
 def sd_noise_scheduler(prediction_type: str = "epsilon"):
     """A DDPM scheduler with Stable Diffusion's noise schedule (scaled linear, 1000 steps)."""
     from diffusers import DDPMScheduler
@@ -139,17 +155,7 @@ def build_tiny_pipeline(
 
     vae = small_vae((16, 32, 32, 32), sample_size)
     scheduler = sd_noise_scheduler(prediction_type)
-    unet_kwargs = dict(
-        sample_size=sample_size // 8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        attention_head_dim=8,
-    )
+    unet_kwargs = two_level_unet_kwargs(sample_size // 8, norm_num_groups=8)
     text_hidden = 32
     if family == "sd":
         text_encoder = CLIPTextModel(clip_text_config(vocab_size, text_hidden, text_hidden))

@@ -65,6 +65,7 @@ def build_components(seed: int, out: Path):
         clip_text_config,
         sd_noise_scheduler,
         small_vae,
+        two_level_unet_kwargs,
     )
 
     torch.manual_seed(seed)
@@ -72,18 +73,7 @@ def build_components(seed: int, out: Path):
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     text_encoder = CLIPTextModel(clip_text_config(len(tokenizer), 64, 64))
     vae = small_vae((16, 32, 64), IMAGE_SIZE, mid_block_attention=False)
-    unet = UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=16,
-        attention_head_dim=8,
-        cross_attention_dim=64,
-    )
+    unet = UNet2DConditionModel(cross_attention_dim=64, **two_level_unet_kwargs(IMAGE_SIZE // 4, norm_num_groups=16))
     scheduler = sd_noise_scheduler("epsilon")
     return tokenizer, text_encoder, vae, unet, scheduler
 
