@@ -31,16 +31,14 @@ def label_with_ai(
     does, 0.5 otherwise. Returns counts."""
     from PIL import Image
 
-    from prefdiff.evaluate.compare import read_manifest
     from prefdiff.evaluate.scorers import load_mixed
 
     if tie_threshold < 0:
         raise ConfigError(f"--tie-threshold must be >= 0 (got {tie_threshold})")
     images_dir = out / "images"
     generate_prompt_set(model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size)
-    records = read_manifest(images_dir)
     scorer = load_mixed(scorer_spec)
-    pairs = [(records[(p, 0)], records[(p, 1)]) for p in sorted({p for p, _ in records})]
+    pairs = manifest_pairs(images_dir)
     labels, scores = [], []
     for first, second in pairs:
         images = [Image.open(images_dir / r["file"]).convert("RGB") for r in (first, second)]
@@ -56,6 +54,14 @@ def label_with_ai(
     }
     (out / "label_ai.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts
+
+
+def manifest_pairs(images_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Images 0 and 1 of every prompt in ``images_dir/manifest.jsonl``, in prompt order."""
+    from prefdiff.evaluate.compare import read_manifest
+
+    records = read_manifest(images_dir)
+    return [(records[(p, 0)], records[(p, 1)]) for p in sorted({p for p, _ in records})]
 
 
 def write_pair_parquet(

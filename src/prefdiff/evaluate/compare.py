@@ -173,6 +173,14 @@ def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_marg
     pairs = pair_runs(run_a, run_b)  # refuse unpaired runs before loading a scorer
     scorer = load_mixed(scorer_spec)
     comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
+    return write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin)
+
+
+def write_comparison(
+    out: Path, run_a: Path, run_b: Path, pairs: Pairs, comparisons: list[Comparison], scorer_spec: str, tie_margin: float = 0.0
+) -> dict[str, Any]:
+    """Summarise scored comparisons into ``out/summary.json``, ``out/scores.jsonl`` and
+    ``out/report.html``; returns the summary."""
     summary = summarize(comparisons, tie_margin)
     summary.update({"run_a": str(run_a), "run_b": str(run_b), "scorer": scorer_spec, "tie_margin": tie_margin})
     out.mkdir(parents=True, exist_ok=True)

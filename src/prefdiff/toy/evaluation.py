@@ -5,15 +5,14 @@ the side-by-side compare report for DPO vs base."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prefdiff.config import Config
-from prefdiff.evaluate.compare import pair_runs, write_report
-from prefdiff.evaluate.winrate import Comparison, decide, summarize
+from prefdiff.evaluate.compare import pair_runs, read_manifest, write_comparison
+from prefdiff.evaluate.winrate import Comparison, decide
 from prefdiff.label.stats import win_rate
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.oracle import faithfulness
@@ -64,7 +63,6 @@ def evaluate_quickstart(
     config: Config,
 ) -> dict[str, Any]:
     """Every field of summary.json except stage_seconds."""
-    from prefdiff.evaluate.compare import read_manifest
     from prefdiff.evaluate.implicit import implicit_accuracy
     from prefdiff.models import load_backbone
 
@@ -84,12 +82,7 @@ def evaluate_quickstart(
         for k, sa, sb in zip(keys, models["dpo"]["scores"], models["base"]["scores"], strict=True)
     ]
     compare_dir = out / "compare" / "dpo_vs_base"
-    compare_dir.mkdir(parents=True, exist_ok=True)
-    compare_summary = summarize(comparisons)
-    compare_summary.update({"run_a": str(samples["dpo"]), "run_b": str(samples["base"]), "scorer": spec, "tie_margin": 0.0})
-    (compare_dir / "summary.json").write_text(json.dumps(compare_summary, indent=2) + "\n")
-    (compare_dir / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))
-    write_report(compare_dir, samples["dpo"], samples["base"], pairs, compare_summary, comparisons)
+    write_comparison(compare_dir, samples["dpo"], samples["base"], pairs, comparisons, spec)
 
     heldout_data = copy.deepcopy(config.data)
     heldout_data.max_pairs = None  # a cap on training pairs must not shrink the held-out set

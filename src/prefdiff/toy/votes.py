@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from prefdiff.evaluate.ai_feedback import write_pair_parquet
-from prefdiff.evaluate.compare import read_manifest
+from prefdiff.evaluate.ai_feedback import manifest_pairs, write_pair_parquet
 from prefdiff.evaluate.scorers.base import ScorerError
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.raters import (
@@ -40,18 +39,13 @@ def score_files(images_dir: Path, records: list[Record], scorer: Any, desc: str,
     return scores
 
 
-def _pairs(images_dir: Path) -> list[tuple[Record, Record]]:
-    records = read_manifest(images_dir)
-    return [(records[(p, 0)], records[(p, 1)]) for p in sorted({p for p, _ in records})]
-
-
 def label_pairs(pairs_dir: Path, out: Path, scorer: Any, toy: ToyConfig) -> dict[str, Any]:
     """Write ``out/train.parquet``, ``out/heldout.parquet`` and ``out/votes.json``."""
     stats: dict[str, Any] = {"oracle": scorer.name, "raters": toy.raters, "rater_agreement_asked": toy.rater_agreement}
     temperature = None
     for index, name in enumerate(("train", "heldout")):
         images_dir = pairs_dir / name
-        pairs = _pairs(images_dir)
+        pairs = manifest_pairs(images_dir)
         flat = [r for pair in pairs for r in pair]
         scores = score_files(images_dir, flat, scorer, desc=f"oracle ({name})")
         score_0, score_1 = np.asarray(scores[0::2]), np.asarray(scores[1::2])
