@@ -14,6 +14,7 @@ import argparse
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,36 +27,35 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _setup(source: str, model: Path, data_path: Path, size: int, batch: int):
     from torch.utils.data import DataLoader
 
-    from prefdiff.config import LoraConfig, OptimConfig, load_config
-    from prefdiff.data.cache import CachedPairStream, collate_cached
-    from prefdiff.data.dataset import SlotBatchSampler, build_pair_stream, collate_pairs
+    from prefdiff.config import load_config
+    from prefdiff.data.dataset import SlotBatchSampler
     from prefdiff.models import load_backbone
-    from prefdiff.models.lora import add_lora
-    from prefdiff.objectives import DPOObjective
+    from prefdiff.train.components import build_components, build_pair_data
     from prefdiff.train.optim import build_optimizer
-    from prefdiff.train.reference import AdapterDisabledReference
     from prefdiff.train.step import StepContext
 
     torch.manual_seed(0)
-    backbone = load_backbone(model)
-    add_lora(backbone.unet, LoraConfig(rank=8, alpha=8))
-    data = load_config(None, [f"data.path={data_path}", f"data.resolution={size}"]).data
-    if source == "cache":
-        stream, collate = CachedPairStream(data_path, 0, data, backbone), collate_cached
-    else:
-        stream, collate = build_pair_stream(data, 0), collate_pairs
+    config = load_config(None, [
+        f"model.path={model}", f"data.path={data_path}", f"data.resolution={size}", "lora.rank=8", "lora.alpha=8", "optim.lr=1e-5",
+    ])
+    components = build_components(config, load_backbone(model))
+    backbone, strategy = components.backbone, components.strategy
+    params = strategy.prepare(backbone, torch.device("cpu"), torch.float32)
+    stream, collate = build_pair_data(config.data, 0, backbone)  # the cache when data_path is one
+    assert (source == "cache") == (collate.__name__ == "collate_cached")
     loader = iter(DataLoader(stream, batch_sampler=SlotBatchSampler(0, batch), collate_fn=collate))
-    optimizer = build_optimizer([p for p in backbone.unet.parameters() if p.requires_grad], OptimConfig(lr=1e-5))
-    ctx = StepContext(backbone, DPOObjective(), AdapterDisabledReference(backbone.unet), 0, size, torch.device("cpu"))
-    return ctx, backbone.unet, optimizer, loader
+    optimizer = build_optimizer(params, config.optim)
+    reference = strategy.reference(backbone, torch.float32, nullcontext)
+    ctx = StepContext(backbone, components.objective, reference, 0, size, torch.device("cpu"))
+    return ctx, backbone.denoiser, optimizer, loader
 
 
 def _steps(state, count: int) -> None:
     from prefdiff.train.step import micro_batch_loss
 
-    ctx, unet, optimizer, loader = state
+    ctx, denoiser, optimizer, loader = state
     for _ in range(count):
-        out = micro_batch_loss(ctx, unet, next(loader))
+        out = micro_batch_loss(ctx, denoiser, next(loader))
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

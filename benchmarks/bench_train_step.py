@@ -3,7 +3,7 @@
     python benchmarks/bench_train_step.py [--unet tiny|small|sd15] [--pairs B] [--steps N]
                                           [--device cpu|cuda] [--dtype fp32|bf16]
 
-Every mode runs the real step (`prefdiff.train.step.micro_batch_loss` + backward + optimizer)
+Every mode is built by `build_components` and runs the real step (`micro_batch_loss` + backward + optimizer)
 on cached latents and text conditioning, so the VAE and the text encoder are out of the timing,
 as they are when training from a cache. Modes are timed in interleaved rounds inside one process
 (side by side), then each mode's peak memory is measured in a fresh subprocess (peak RSS growth
@@ -51,61 +51,65 @@ MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full")
 
 
 def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
+    """The components of ``mode`` through ``build_components`` (as the trainer builds them), the
+    strategy's prepared denoiser, reference and optimizer, and one synthetic cached batch."""
     from diffusers import UNet2DConditionModel
 
-    from prefdiff.config import LoraConfig, OptimConfig
+    from prefdiff.config import load_config
+    from prefdiff.data.batch import LatentStats, PairBatch
     from prefdiff.models import load_backbone
-    from prefdiff.models.lora import add_lora
-    from prefdiff.objectives import DPOObjective, SFTObjective
+    from prefdiff.train.components import build_components
     from prefdiff.train.optim import build_optimizer
-    from prefdiff.train.reference import AdapterDisabledReference, FrozenCopyReference
     from prefdiff.train.step import StepContext
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    lora = mode.endswith("lora")
+    objective_name = mode.split("_")[0]
+    overrides = [
+        f"model.path={pipeline_dir}", f"objective.name={objective_name}", f"lora.enabled={str(lora).lower()}",
+        f"lora.rank={args.rank}", f"lora.alpha={args.rank}", "optim.lr=1e-6",
+    ]
+    config = load_config(None, overrides + (["objective.beta=5000"] if objective_name == "dpo" else []))
     torch.manual_seed(0)
     backbone = load_backbone(pipeline_dir)
     spec = UNETS[args.unet]
     if spec is not None:
-        backbone.unet = UNet2DConditionModel(sample_size=args.latent, in_channels=4, out_channels=4, **spec)
-    unet = backbone.unet
-    cross_dim = unet.config.cross_attention_dim
-    lora = mode.endswith("lora")
-    objective = DPOObjective(beta=5000.0) if mode.startswith("dpo") else SFTObjective()
-    if lora:
-        unet.to(device, dtype)
-        add_lora(unet, LoraConfig(rank=args.rank, alpha=args.rank))
-    else:
-        unet.to(device).float().requires_grad_(True)
+        backbone.denoiser = UNet2DConditionModel(sample_size=args.latent, in_channels=4, out_channels=4, **spec)
+    components = build_components(config, backbone)
+    objective, strategy = components.objective, components.strategy
+    params = strategy.prepare(backbone, device, dtype)
+    denoiser = backbone.denoiser
+    cross_dim = denoiser.config.cross_attention_dim
     if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
+        denoiser.enable_gradient_checkpointing()
+    denoiser.train()
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    reference = None
-    if objective.needs_reference:
-        reference = AdapterDisabledReference(unet, autocast) if lora else FrozenCopyReference(unet, dtype, autocast)
-    optimizer = build_optimizer([p for p in unet.parameters() if p.requires_grad], OptimConfig(lr=1e-6))
+    reference = strategy.reference(backbone, dtype, autocast) if objective.needs_reference else None
+    optimizer = build_optimizer(params, config.optim)
     pairs = args.pairs if objective.needs_losers else 2 * args.pairs  # the same 2B images
     shape = (pairs, 4, args.latent, args.latent)
-    batch = {
-        "slots": list(range(pairs)),
-        "winner_latent_mean": torch.randn(shape), "winner_latent_std": torch.full(shape, 0.01),
-        "loser_latent_mean": torch.randn(shape), "loser_latent_std": torch.full(shape, 0.01),
-        "prompt_cond": {"encoder_hidden_states": torch.randn(pairs, 77, cross_dim)},
-        "original_size": torch.full((2 * pairs, 2), 512), "crop_top_left": torch.zeros(2 * pairs, 2),
-    }
+    batch = PairBatch(
+        slots=list(range(pairs)),
+        labels=torch.ones(pairs),
+        original_size=torch.full((2 * pairs, 2), 512),
+        crop_top_left=torch.zeros(2 * pairs, 2),
+        prompt_cond={"encoder_hidden_states": torch.randn(pairs, 77, cross_dim)},
+        winner_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
+        loser_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
+    )
     ctx = StepContext(backbone, objective, reference, seed=0, resolution=args.latent * 2, device=device)
-    return ctx, unet, optimizer, batch, autocast
+    return ctx, denoiser, optimizer, batch, autocast
 
 
-def one_step(ctx, unet, optimizer, batch, autocast) -> None:
+def one_step(ctx, denoiser, optimizer, batch, autocast) -> None:
     from prefdiff.train.step import micro_batch_loss
 
     with autocast():
-        out = micro_batch_loss(ctx, unet, batch)
+        out = micro_batch_loss(ctx, denoiser, batch)
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -177,9 +181,9 @@ def main() -> None:
         sampler = RssSampler()
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        ctx, unet, optimizer, batch, autocast = build(args, args.child_memory, args.pipeline)
+        ctx, denoiser, optimizer, batch, autocast = build(args, args.child_memory, args.pipeline)
         for _ in range(3):
-            one_step(ctx, unet, optimizer, batch, autocast)
+            one_step(ctx, denoiser, optimizer, batch, autocast)
         peak_growth = sampler.stop()
         if args.device == "cuda":
             print(torch.cuda.max_memory_allocated() / 2**20)

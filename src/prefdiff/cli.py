@@ -91,20 +91,21 @@ def show_config(
 @app.command("make-tiny")
 def make_tiny(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")],
-    family: Annotated[str, typer.Option(help="'sd' (StableDiffusionPipeline) or 'sdxl' (StableDiffusionXLPipeline).")] = "sd",
-    prediction_type: Annotated[str, typer.Option(help="'epsilon' or 'v_prediction'.")] = "epsilon",
+    family: Annotated[str, typer.Option(help="A registered model family: sd (StableDiffusionPipeline), sdxl (StableDiffusionXLPipeline).")] = "sd",
+    prediction_type: Annotated[str, typer.Option(help="'epsilon' or 'v_prediction' (the UNet families).")] = "epsilon",
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
 ) -> None:
-    """Build a random-init tiny SD or SDXL pipeline offline and save it in diffusers format."""
+    """Build a random-init tiny pipeline of a model family offline and save it in diffusers format."""
     _quiet_libraries()
     from prefdiff.errors import PrefdiffError
+    from prefdiff.models.base import BACKBONES
     from prefdiff.models.tiny import build_tiny_pipeline
 
-    if family not in ("sd", "sdxl"):
-        raise PrefdiffError(f"--family {family!r}: expected 'sd' or 'sdxl'")
+    if family not in BACKBONES:
+        raise PrefdiffError(f"--family {family!r}: expected one of {', '.join(BACKBONES.names())}")
     if prediction_type not in ("epsilon", "v_prediction"):
         raise PrefdiffError(f"--prediction-type {prediction_type!r}: expected 'epsilon' or 'v_prediction'")
-    build_tiny_pipeline(out, family, prediction_type, seed)  # type: ignore[arg-type]
+    build_tiny_pipeline(out, family, prediction_type, seed)
     typer.echo(f"tiny {family} pipeline written to {out}")
 
 
@@ -118,7 +119,13 @@ def generate(
     ] = None,
     images_per_prompt: Annotated[int, typer.Option(help="With --prompts: images per prompt, seeded by (prompt index, image index).")] = 1,
     lora: Annotated[Path | None, typer.Option(help="A LoRA directory written by `prefdiff train`.")] = None,
-    unet: Annotated[Path | None, typer.Option(help="A full UNet directory written by `prefdiff train` (lora.enabled=false).")] = None,
+    denoiser: Annotated[
+        Path | None,
+        typer.Option(
+            "--denoiser", "--unet",
+            help="A fully tuned denoiser directory written by `prefdiff train` with lora.enabled=false (RUN/unet or RUN/transformer).",
+        ),
+    ] = None,
     seed: Annotated[list[int] | None, typer.Option(help="With --prompt: seed(s), one image per prompt and seed. With --prompts: the base seed.")] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
@@ -127,7 +134,7 @@ def generate(
     scheduler: Annotated[str, typer.Option(help="Sampler: default (the pipeline's), ddim, euler, euler_a, dpmpp, pndm.")] = "default",
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
 ) -> None:
-    """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned UNet), for
+    """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned denoiser), for
     explicit prompts and seeds or for a whole prompt set with paired seeds. Resumable."""
     _quiet_libraries()
     from prefdiff.errors import PrefdiffError
@@ -138,9 +145,9 @@ def generate(
     settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
     if prompts is not None:
         base_seed = (seed or [0])[0]
-        paths = generate_prompt_set(model, prompts, images_per_prompt, out, lora, unet, settings, base_seed, batch_size)
+        paths = generate_prompt_set(model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size)
     else:
-        paths = generate_pngs(model, prompt or [], seed or [0], out, lora=lora, unet=unet, steps=steps,
+        paths = generate_pngs(model, prompt or [], seed or [0], out, lora=lora, denoiser=denoiser, steps=steps,
                               guidance_scale=guidance_scale, resolution=resolution, negative_prompt=negative_prompt,
                               scheduler=scheduler, batch_size=batch_size)
     typer.echo(f"{len(paths)} image(s) in {out} (manifest.jsonl beside them)")

@@ -6,7 +6,9 @@ unknown key or a value of the wrong type raises :class:`ConfigError` naming the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from prefdiff.errors import ConfigError
+
+log = logging.getLogger("prefdiff.config")
 
 
 def _f(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" reads best here
@@ -26,7 +30,7 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" re
 
 @dataclass
 class ModelConfig:
-    path: str = _f("", "A diffusers-format pipeline directory (StableDiffusionPipeline or StableDiffusionXLPipeline).")
+    path: str = _f("", "A diffusers-format pipeline directory of a registered model family (`prefdiff config --reference` lists them).")
     prediction_type: str | None = _f(
         None, "Override the scheduler's prediction type ('epsilon' or 'v_prediction'); None reads it from scheduler/scheduler_config.json."
     )
@@ -34,12 +38,14 @@ class ModelConfig:
 
 @dataclass
 class LoraConfig:
-    enabled: bool = _f(True, "Train LoRA adapters (reference = same UNet, adapters disabled). False: full fine-tuning with a frozen reference copy.")
+    enabled: bool = _f(True, "Train LoRA adapters (reference = same denoiser, adapters disabled). False: full fine-tuning with a frozen reference copy.")
     rank: int = _f(8, "LoRA rank r.")
     alpha: float = _f(8.0, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.0, "Dropout on the LoRA branch.")
-    target_modules: list[str] = _f(
-        ["to_q", "to_k", "to_v", "to_out.0"], "UNet module names (suffixes) that receive adapters."
+    target_modules: list[str] | None = _f(
+        None,
+        "Denoiser module names (suffixes) that receive adapters; null: the model family's default "
+        "(to_q, to_k, to_v, to_out.0 for the SD and SDXL UNets).",
     )
 
 
@@ -64,8 +70,10 @@ class DataConfig:
         "Preference data: a Pick-a-Pic parquet file, a directory of parquet shards, a saved datasets (arrow) "
         "directory, a pair folder with pairs.jsonl, or any parquet/JSONL file with data.columns set.",
     )
-    format: Literal["auto", "pickapic", "pairs_jsonl", "mapped"] = _f(
-        "auto", "How to read data.path: auto detects (pairs.jsonl -> pairs_jsonl; data.columns set -> mapped; else pickapic)."
+    format: str = _f(
+        "auto",
+        "How to read data.path: auto detects (data.columns set -> mapped; pairs.jsonl -> pairs_jsonl; else pickapic), "
+        "or a registered data format by name.",
     )
     columns: DataColumnsConfig = field(
         default_factory=DataColumnsConfig,
@@ -103,8 +111,67 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: Literal["dpo", "sft"] = _f("dpo", "Training objective: 'dpo' (Diffusion-DPO) or 'sft' (denoising loss on winners only).")
-    beta: float = _f(5000.0, "DPO beta (KL strength) under the 0.5*beta convention; the paper uses 2000-5000.")
+    """``objective.name`` picks a registered objective; the objective's own fields (``beta`` for
+    dpo, ...) sit beside it as ``objective.<field>`` and live in ``options``, an instance of the
+    objective's class. ``config.objective.beta`` reads through to ``options``."""
+
+    name: str = _f("dpo", "Training objective, one of the registered objectives (`prefdiff config --reference` lists them).")
+    options: Any = field(default=None, metadata={"help": "The named objective's own fields (objective.<field>)."})
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            self.options = objective_class(self.name, "objective.name")()
+
+    def __getattr__(self, key: str) -> Any:
+        options = self.__dict__.get("options")
+        if options is None or key.startswith("__"):
+            raise AttributeError(key)
+        return getattr(options, key)
+
+    def merge(self, updates: dict[str, Any], prefix: str) -> None:
+        """Merge ``{"name": ..., field: value}``: the name first (its fields start from the
+        objective's defaults, keeping same-named values set before), then the fields, strictly."""
+        if not isinstance(updates, dict):
+            raise ConfigError(f"config key '{prefix.rstrip('.')}': expected a mapping, got {updates!r}")
+        updates = dict(updates)
+        if "name" in updates:
+            name = _coerce(updates.pop("name"), str, f"{prefix}name")
+            if name != self.name:
+                cls = objective_class(name, f"{prefix}name")
+                carried = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(cls) if hasattr(self.options, f.name)}
+                self.name, self.options = name, cls(**carried)
+        known = {f.name for f in dataclasses.fields(self.options)}
+        for key in list(updates):
+            if key in known:
+                continue
+            owners = _objectives_with_key(key)
+            if not owners:
+                own = ", ".join(sorted(known)) or "none"
+                raise ConfigError(
+                    f"unknown config key '{prefix}{key}': objective {self.name!r} takes name and its own keys: {own}"
+                )
+            # a key of another objective (objective.beta with sft, as recipes shared between a
+            # run and its baseline write it): accepted as before, and said to be unused
+            log.warning("config key '%s%s' belongs to objective %s, not %r: ignored", prefix, key, " and ".join(owners), self.name)
+            updates.pop(key)
+        merge_into(self.options, updates, prefix)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"name": ..., **own fields}``: the flat form of recipes and config.yaml."""
+        return {"name": self.name, **dataclasses.asdict(self.options)}
+
+
+def _objectives_with_key(key: str) -> list[str]:
+    from prefdiff.objectives.base import OBJECTIVES
+
+    return [name for name, cls in OBJECTIVES.items() if key in {f.name for f in dataclasses.fields(cls)}]
+
+
+def objective_class(name: str, key: str) -> type:
+    """The registered objective class for ``name``; unknown names list the known ones."""
+    from prefdiff.objectives.base import OBJECTIVES
+
+    return OBJECTIVES.get(name, key=key)
 
 
 @dataclass
@@ -130,7 +197,7 @@ class TrainConfig:
         "If set, grad_accum_steps is derived so that batch_size x processes x accumulation equals this (must divide evenly).",
     )
     mixed_precision: Literal["no", "fp16", "bf16"] = _f("no", "Mixed precision for the forward passes; trainable weights stay fp32.")
-    gradient_checkpointing: bool = _f(False, "Recompute UNet activations in the backward pass to save memory.")
+    gradient_checkpointing: bool = _f(False, "Recompute the denoiser's activations in the backward pass to save memory.")
     seed: int = _f(0, "Seed for data order, noise, timesteps and initialisation.")
     checkpoint_every: int = _f(500, "Save a resumable checkpoint every N optimizer steps (0: never).")
     keep_last: int = _f(2, "Keep only the last K checkpoints.")
@@ -227,7 +294,9 @@ def merge_into(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             close = ", ".join(sorted(names))
             raise ConfigError(f"unknown config key '{dotted}' (known keys here: {close})")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, ObjectiveConfig):
+            current.merge(value, prefix=f"{dotted}.")
+        elif dataclasses.is_dataclass(current):
             merge_into(current, value, prefix=f"{dotted}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], dotted))
@@ -285,7 +354,6 @@ def validate(config: Config) -> None:
         (config.data.resolution >= 8 and config.data.resolution % 8 == 0, "data.resolution", "must be a positive multiple of 8"),
         (config.lora.rank >= 1, "lora.rank", "must be >= 1"),
         (config.optim.lr > 0, "optim.lr", "must be > 0"),
-        (config.objective.beta > 0, "objective.beta", "must be > 0"),
         (config.train.keep_last >= 1, "train.keep_last", "must be >= 1"),
         (config.train.global_batch_pairs is None or config.train.global_batch_pairs >= 1, "train.global_batch_pairs", "must be >= 1 or null"),
         (config.train.log_every >= 1, "train.log_every", "must be >= 1"),
@@ -299,9 +367,14 @@ def validate(config: Config) -> None:
         (config.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
         (config.model.prediction_type in (None, "epsilon", "v_prediction"), "model.prediction_type", "must be epsilon or v_prediction"),
     ]
+    checks += [(ok, f"objective.{name}", rule) for ok, name, rule in config.objective.options.checks()]
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"config key '{key}' {message} (got {_lookup(config, key)!r})")
+    from prefdiff.data.formats import DATA_FORMATS
+
+    if config.data.format != "auto":
+        DATA_FORMATS.get(config.data.format, key="data.format")
 
 
 def _lookup(config: Config, dotted: str) -> Any:
@@ -312,8 +385,15 @@ def _lookup(config: Config, dotted: str) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain nested dicts (for YAML dumps and trackers)."""
-    return dataclasses.asdict(config)
+    """The config as plain nested dicts (for YAML dumps and trackers); the objective is flat,
+    ``{"name": ..., **its own fields}``, as recipes write it."""
+    if isinstance(config, ObjectiveConfig):
+        return config.as_dict()
+    return {
+        f.name: to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        for f in dataclasses.fields(config)
+        for value in (getattr(config, f.name),)
+    }
 
 
 def dump_yaml(config: Any) -> str:
@@ -321,16 +401,45 @@ def dump_yaml(config: Any) -> str:
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every leaf field: the reference printed by `prefdiff config`."""
+    """(dotted key, default, help) for every leaf field: the reference printed by `prefdiff config`.
+    Registered names are listed where a key takes one; each objective's own keys are listed
+    under ``objective.`` with the objective they belong to."""
     rows: list[tuple[str, str, str]] = []
     instance = cls()
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(value):
+        if isinstance(value, ObjectiveConfig):
+            rows.extend(_describe_objectives(f"{prefix}{f.name}."))
+        elif dataclasses.is_dataclass(value):
             rows.extend(describe(type(value), f"{prefix}{f.name}."))
         else:
-            rows.append((f"{prefix}{f.name}", repr(value), f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", repr(value), _with_names(f"{prefix}{f.name}", f.metadata.get("help", ""))))
     return rows
+
+
+def _describe_objectives(prefix: str) -> list[tuple[str, str, str]]:
+    from prefdiff.objectives.base import OBJECTIVES, objective_help
+
+    names = "; ".join(f"{name}: {objective_help(cls)}" for name, cls in OBJECTIVES.items())
+    rows = [(f"{prefix}name", repr(ObjectiveConfig().name), f"Training objective. Registered: {names}")]
+    for name, cls in OBJECTIVES.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{prefix}{f.name}", repr(getattr(cls(), f.name)), f"({name}) {f.metadata.get('help', '')}"))
+    return rows
+
+
+def _with_names(key: str, help_text: str) -> str:
+    """Help text plus the registered names a key takes (data formats, model families)."""
+    if key == "data.format":
+        from prefdiff.data.formats import DATA_FORMATS
+
+        return f"{help_text} Registered: {', '.join(DATA_FORMATS.names())}."
+    if key == "model.path":
+        from prefdiff.models.base import BACKBONES
+
+        families = ", ".join(f"{name} ({', '.join(cls.pipeline_classes)})" for name, cls in BACKBONES.items())
+        return f"{help_text} Registered families: {families}."
+    return help_text
 
 
 __all__ = [

@@ -25,22 +25,43 @@ def test_the_base_against_itself_ties_every_pair(tiny_sd, cache_and_run, tmp_pat
     cache, config = cache_and_run
     backbone = load_backbone(tiny_sd)
     backbone.unet.save_pretrained(str(tmp_path / "same_unet"))
-    result = implicit_accuracy(backbone, cache, config.data, unet=tmp_path / "same_unet", draws=2)
+    result = implicit_accuracy(backbone, cache, config.data, denoiser=tmp_path / "same_unet", draws=2)
     assert result["implicit_accuracy"] == 0.5 and result["reward_margin"] == 0.0
     assert 0 < result["pairs"] <= 48  # the tie rows of the parquet are dropped
 
 
 def test_a_dpo_lora_is_judged_against_its_base(tiny_sd, cache_and_run, tmp_path):
+    """DPO on these pairs raises the implicit accuracy on them above chance, and training on the
+    same pairs with winner and loser swapped lowers it below: the measure follows what the
+    model learnt, not merely that it changed."""
     cache, config = cache_and_run
-    lora_config = tiny_config(tiny_sd, cache, tmp_path / "lora_run", "train.max_steps=3", "objective.beta=500")
-    train(lora_config)
-    result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, lora=tmp_path / "lora_run" / "lora", draws=2)
-    assert result["reward_margin"] != 0.0  # the LoRA moved the policy away from its reference
+    results = {}
+    for swapped in (False, True):
+        run = tmp_path / f"lora_run_{swapped}"
+        lora_config = tiny_config(tiny_sd, cache, run, "train.max_steps=40", "train.batch_size=4", "objective.beta=500", "optim.lr=3e-3")
+        train(lora_config, backbone=_swapped(load_backbone(tiny_sd)) if swapped else None)
+        results[swapped] = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, lora=run / "lora", draws=2)
+    assert results[False]["implicit_accuracy"] > 0.5 > results[True]["implicit_accuracy"]
+    assert results[False]["reward_margin"] > 0 > results[True]["reward_margin"]
+
+
+def _swapped(backbone):
+    """The backbone, with each pair's winner and loser latents exchanged before the problem is built."""
+    from dataclasses import replace
+
+    build = backbone.denoising_problem
+
+    def swapped_problem(batch, *args, **kwargs):
+        batch = replace(batch, winner_latents=batch.loser_latents, loser_latents=batch.winner_latents)
+        return build(batch, *args, **kwargs)
+
+    backbone.denoising_problem = swapped_problem
+    return backbone
 
 
 def test_a_tuned_unet_is_judged_on_every_pair(tiny_sd, cache_and_run):
     cache, config = cache_and_run
-    result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, unet=Path(config.output_dir) / "unet", draws=2)
+    result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=Path(config.output_dir) / "unet", draws=2)
     assert result["implicit_accuracy"] != 0.5 and result["reward_margin"] != 0.0
 
 

@@ -73,3 +73,22 @@ def test_every_recipe_loads_and_validates(recipe):
         assert 2000 <= cfg.objective.beta <= 5000
         assert cfg.optim.warmup_steps > 0
         assert cfg.optim.name == ("adafactor" if recipe.name.startswith("sdxl") else "adamw")
+
+
+def test_reference_lists_what_is_registered():
+    """`prefdiff config --reference` derives its names from the registries."""
+    from prefdiff.config import describe
+    from prefdiff.data.formats import DATA_FORMATS
+    from prefdiff.models.base import BACKBONES
+    from prefdiff.objectives import OBJECTIVES
+
+    rows = {key: help_text for key, _, help_text in describe()}
+    assert all(f"{name}:" in rows["objective.name"] for name in OBJECTIVES.names())
+    assert rows["objective.beta"].startswith("(dpo)")
+    assert all(name in rows["data.format"] for name in DATA_FORMATS.names())
+    assert all(name in rows["model.path"] for name in BACKBONES.names())
+
+
+def test_unknown_data_format_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"config key 'data.format': unknown data format 'xyz' \(known: .*pickapic"):
+        load_config(None, ["data.format=xyz"])

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
+from prefdiff.data.batch import LatentStats, PairBatch
 from prefdiff.data.dataset import TRANSFORM_STREAM, epoch_permutation
 from prefdiff.data.readers import iter_pairs
 from prefdiff.data.report import ReadReport
@@ -368,17 +369,29 @@ class CachedPairStream(Dataset):
         return state
 
 
-def collate_cached(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack cached pairs; micro-conditioning laid out ``[winners; losers]`` as on the fly."""
-    batch: dict[str, Any] = {"slots": [item["slot"] for item in items]}
-    for side in SIDES:
-        for part in ("mean", "std"):
-            batch[f"{side}_latent_{part}"] = torch.stack([item[f"{side}_latent_{part}"] for item in items])
-    batch["prompt_cond"] = {key: torch.stack([item["prompt_cond"][key] for item in items]) for key in items[0]["prompt_cond"]}
+def collate_cached(items: list[dict[str, Any]]) -> PairBatch:
+    """Stack cached pairs into a :class:`PairBatch` (text conditioning and latent statistics),
+    micro-conditioning laid out ``[winners; losers]`` as on the fly."""
+    latents = {
+        side: LatentStats(
+            torch.stack([item[f"{side}_latent_mean"] for item in items]),
+            torch.stack([item[f"{side}_latent_std"] for item in items]),
+        )
+        for side in SIDES
+    }
+    micro = {}
     for key in ("original_size", "crop_top_left"):
         stacked = torch.stack([item[key] for item in items])  # [P, 2, 2]
-        batch[key] = torch.cat([stacked[:, 0], stacked[:, 1]])
-    return batch
+        micro[key] = torch.cat([stacked[:, 0], stacked[:, 1]])
+    return PairBatch(
+        slots=[item["slot"] for item in items],
+        labels=torch.ones(len(items)),
+        original_size=micro["original_size"],
+        crop_top_left=micro["crop_top_left"],
+        prompt_cond={key: torch.stack([item["prompt_cond"][key] for item in items]) for key in items[0]["prompt_cond"]},
+        winner_latents=latents["winner"],
+        loser_latents=latents["loser"],
+    )
 
 
 __all__ = [

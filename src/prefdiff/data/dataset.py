@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from prefdiff.config import DataConfig
+from prefdiff.data.batch import PairBatch
 from prefdiff.data.columnar import total_bytes
 from prefdiff.data.readers import DataSource, iter_source, resolve
 from prefdiff.data.report import ReadReport, Reject
@@ -155,20 +156,17 @@ class StreamingPairStream(SlotDataset):
         return self.windows.candidate(slot, attempt)
 
 
-def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack ``P`` pairs; micro-conditioning is laid out ``[winners; losers]`` (``[2P, 2]``)."""
-    return {
-        "slots": [item["slot"] for item in items],
-        "prompts": [item["prompt"] for item in items],
-        "winner_pixels": torch.stack([item["winner_pixels"] for item in items]),
-        "loser_pixels": torch.stack([item["loser_pixels"] for item in items]),
-        "original_size": torch.tensor(
-            [item["original_size"][0] for item in items] + [item["original_size"][1] for item in items]
-        ),
-        "crop_top_left": torch.tensor(
-            [item["crop_top_left"][0] for item in items] + [item["crop_top_left"][1] for item in items]
-        ),
-    }
+def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
+    """Stack ``P`` decoded pairs into a :class:`PairBatch` (prompts and pixels)."""
+    return PairBatch(
+        slots=[item["slot"] for item in items],
+        labels=torch.ones(len(items)),
+        original_size=torch.tensor([item["original_size"][0] for item in items] + [item["original_size"][1] for item in items]),
+        crop_top_left=torch.tensor([item["crop_top_left"][0] for item in items] + [item["crop_top_left"][1] for item in items]),
+        prompts=[item["prompt"] for item in items],
+        winner_pixels=torch.stack([item["winner_pixels"] for item in items]),
+        loser_pixels=torch.stack([item["loser_pixels"] for item in items]),
+    )
 
 
 class SlotBatchSampler(Sampler[list[int]]):

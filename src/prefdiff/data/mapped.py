@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prefdiff.data.formats import DATA_FORMATS, JSONL_SUFFIXES, DataFormat, DataSource
 from prefdiff.data.report import Reject
 from prefdiff.data.rows import label_reject, prompt_reject
 from prefdiff.data.schema import PreferencePair, image_source
 from prefdiff.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prefdiff.config import DataConfig
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,25 @@ class MappedSpec:
         mapped = set(self.required())
         provenance = {k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))}
         return PreferencePair(row[c.prompt], winner, loser, self.source, row_id, labels, provenance)
+
+
+def _column_map(config: DataConfig) -> ColumnMap:
+    c = config.columns
+    return ColumnMap(c.prompt, c.chosen, c.rejected, c.image_0, c.image_1, c.label_0)
+
+
+def _resolve_mapped(config: DataConfig, path: Path) -> DataSource:
+    """A JSONL file, a folder of JSONL files (and no columnar ones), or parquet/Arrow files."""
+    from prefdiff.data.columnar import COLUMNAR_SUFFIXES, columnar_files
+
+    spec = MappedSpec(_column_map(config), config.drop_ties)
+    if path.is_file() and path.suffix in JSONL_SUFFIXES:
+        return DataSource("mapped", "jsonl", [path], spec)
+    if path.is_dir() and not any(path.rglob(f"*{s}") for s in COLUMNAR_SUFFIXES):
+        jsonl = sorted(p for s in JSONL_SUFFIXES for p in path.glob(f"*{s}"))
+        if jsonl:
+            return DataSource("mapped", "jsonl", jsonl, spec)
+    return DataSource("mapped", "columnar", columnar_files(path, config.split), spec)
+
+
+DATA_FORMATS.register("mapped")(DataFormat(detect=lambda config, path: config.columns.is_set(), resolve=_resolve_mapped, priority=10))

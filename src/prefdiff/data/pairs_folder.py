@@ -7,9 +7,15 @@ Image paths are relative to the folder holding ``pairs.jsonl``; any other scalar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from prefdiff.data.columnar import is_saved_datasets_dir
+from prefdiff.data.formats import DATA_FORMATS, JSONL_SUFFIXES, DataFormat, DataSource
 from prefdiff.data.mapped import ColumnMap, MappedSpec
-from prefdiff.errors import DataError
+from prefdiff.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from prefdiff.config import DataConfig
 
 PAIRS_FILE = "pairs.jsonl"
 
@@ -26,3 +32,18 @@ def pairs_file(path: str | Path) -> Path:
     if not path.is_file():
         raise DataError(f"pairs file not found: {path} (a pair folder holds a {PAIRS_FILE})")
     return path
+
+
+def _claims_pairs_folder(config: DataConfig, path: Path) -> bool:
+    if path.is_dir():
+        return (path / PAIRS_FILE).is_file() and not is_saved_datasets_dir(path)
+    return path.is_file() and path.suffix in JSONL_SUFFIXES
+
+
+def _resolve_pairs_folder(config: DataConfig, path: Path) -> DataSource:
+    if config.columns.is_set():
+        raise ConfigError("data.columns is set but data.format=pairs_jsonl uses prompt/chosen/rejected; use data.format=mapped")
+    return DataSource("pairs_jsonl", "jsonl", [pairs_file(path)], pairs_folder_spec(config.drop_ties))
+
+
+DATA_FORMATS.register("pairs_jsonl")(DataFormat(detect=_claims_pairs_folder, resolve=_resolve_pairs_folder, priority=20))

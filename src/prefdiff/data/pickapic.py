@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefdiff.data.columnar import columnar_files
+from prefdiff.data.formats import DATA_FORMATS, DataFormat, DataSource
 from prefdiff.data.report import ReadReport, Reject
 from prefdiff.data.rows import iter_columnar, label_reject, prompt_reject
 from prefdiff.data.schema import PreferencePair, image_source
+
+if TYPE_CHECKING:
+    from prefdiff.config import DataConfig
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
 FILTER_COLUMNS = ("label_1", "has_label", "are_different")
@@ -88,3 +92,11 @@ def read_pickapic(path: str | Path, drop_ties: bool = True, report: ReadReport |
     directory, winner first; bad rows are skipped and counted in ``report``."""
     report = report if report is not None else ReadReport()
     yield from iter_columnar(columnar_files(path), PickapicSpec(drop_ties), report, strict=False, check="header")
+
+
+def _resolve_pickapic(config: DataConfig, path: Path) -> DataSource:
+    return DataSource("pickapic", "columnar", columnar_files(path, config.split), PickapicSpec(config.drop_ties))
+
+
+# the fallback of data.format=auto: any path no other format claims
+DATA_FORMATS.register("pickapic")(DataFormat(detect=lambda config, path: True, resolve=_resolve_pickapic, priority=99))

@@ -1,11 +1,11 @@
-"""Generate PNGs from a pipeline directory, optionally with a LoRA or a tuned UNet.
+"""Generate PNGs from a pipeline directory, optionally with a LoRA or a fully tuned denoiser.
 
 Two ways in: explicit prompts and seeds (``prefdiff generate --prompt ... --seed ...``), or a
 benchmark prompt file (``--prompts FILE --images-per-prompt N``) where image ``i`` of prompt
 ``p`` gets the seed :func:`paired_seed` ``(base_seed, p, i)``: two models run on the same file
 start from the same noise. Images already on disk are skipped (resume). Beside the images,
 ``manifest.jsonl`` holds one record per image: prompt, prompt_index, image_index, seed, file,
-category, model, lora, unet and the sampler settings (the format the label app reads).
+category, model, lora, unet (the tuned denoiser directory, UNet or transformer) and the sampler settings (the format the label app reads).
 """
 
 from __future__ import annotations
@@ -56,20 +56,21 @@ def paired_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def load_generation_pipeline(model: Path, lora: Path | None = None, unet: Path | None = None, scheduler: str = "default"):
-    """A diffusers pipeline for ``model`` with ``lora`` loaded or its UNet replaced by ``unet``;
-    returns the pipeline and its native resolution."""
+def load_generation_pipeline(model: Path, lora: Path | None = None, denoiser: Path | None = None, scheduler: str = "default"):
+    """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
+    transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline and its
+    native resolution."""
     import diffusers
 
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
     backbone = load_backbone(model)
-    tuned_unet = None
-    if unet is not None:
-        if not (unet / "config.json").is_file():
-            raise ModelLoadError(f"--unet {unet}: not a UNet directory (no config.json)")
-        tuned_unet = diffusers.UNet2DConditionModel.from_pretrained(str(unet))
-    pipe = backbone.pipeline(unet=tuned_unet)
+    tuned = None
+    if denoiser is not None:
+        if not (denoiser / "config.json").is_file():
+            raise ModelLoadError(f"--denoiser {denoiser}: not a {backbone.denoiser_name} directory (no config.json)")
+        tuned = backbone.load_denoiser(denoiser)
+    pipe = backbone.pipeline(denoiser=tuned)
     if SCHEDULERS[scheduler] is not None:
         pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
     if lora is not None:
@@ -79,8 +80,7 @@ def load_generation_pipeline(model: Path, lora: Path | None = None, unet: Path |
     pipe.set_progress_bar_config(disable=True)
     if torch.cuda.is_available():
         pipe.to("cuda")
-    scale = 2 ** (len(backbone.vae.config.block_out_channels) - 1)
-    return pipe, int(pipe.unet.config.sample_size) * scale
+    return pipe, backbone.native_resolution()
 
 
 @torch.no_grad()
@@ -89,7 +89,7 @@ def run_jobs(
     out: Path,
     model: Path,
     lora: Path | None,
-    unet: Path | None,
+    denoiser: Path | None,
     settings: SamplerSettings,
     batch_size: int = 4,
 ) -> list[Path]:
@@ -101,7 +101,7 @@ def run_jobs(
     todo = [job for job in jobs if not (out / job.file).exists()]
     size = settings.resolution
     if todo:
-        pipe, native = load_generation_pipeline(model, lora, unet, settings.scheduler)
+        pipe, native = load_generation_pipeline(model, lora, denoiser, settings.scheduler)
         size = size or native
         for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size):
             batch = todo[start : start + batch_size]
@@ -119,7 +119,7 @@ def run_jobs(
     common: dict[str, Any] = {
         "model": str(model),
         "lora": str(lora) if lora else None,
-        "unet": str(unet) if unet else None,
+        "unet": str(denoiser) if denoiser else None,  # the tuned denoiser (UNet or transformer)
         **{k: v for k, v in asdict(settings).items() if k != "resolution"},
         "resolution": size,
     }
@@ -135,7 +135,7 @@ def generate_pngs(
     seeds: list[int],
     out: Path,
     lora: Path | None = None,
-    unet: Path | None = None,
+    denoiser: Path | None = None,
     steps: int = 25,
     guidance_scale: float = 5.0,
     resolution: int | None = None,
@@ -150,7 +150,7 @@ def generate_pngs(
         for i, seed in enumerate(seeds)
     ]
     settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
-    return run_jobs(jobs, out, model, lora, unet, settings, batch_size)
+    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size)
 
 
 def generate_prompt_set(
@@ -159,7 +159,7 @@ def generate_prompt_set(
     images_per_prompt: int,
     out: Path,
     lora: Path | None = None,
-    unet: Path | None = None,
+    denoiser: Path | None = None,
     settings: SamplerSettings | None = None,
     base_seed: int = 0,
     batch_size: int = 4,
@@ -176,4 +176,4 @@ def generate_prompt_set(
         for p, item in enumerate(items)
         for i in range(images_per_prompt)
     ]
-    return run_jobs(jobs, out, model, lora, unet, settings or SamplerSettings(), batch_size)
+    return run_jobs(jobs, out, model, lora, denoiser, settings or SamplerSettings(), batch_size)

@@ -14,21 +14,22 @@ from pathlib import Path
 
 import torch
 
-from prefdiff.config import DataConfig, ObjectiveConfig
+from prefdiff.config import Config, DataConfig
 from prefdiff.models.base import Backbone
-from prefdiff.objectives import build_objective
+from prefdiff.train.components import build_components
+from prefdiff.train.reference import AdapterDisabledReference, ModuleReference, Reference
 from prefdiff.train.step import StepContext, micro_batch_loss
 
 
-class _BaseUNetReference:
-    """The untuned UNet as the reference of a fully fine-tuned one."""
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        self.unet = unet
-
-    @torch.no_grad()
-    def errors(self, backbone, noisy, timesteps, cond, target):  # noqa: ANN001 - Reference protocol
-        return backbone.denoising_errors(self.unet, noisy, timesteps, cond, target)
+def _policy_and_reference(backbone: Backbone, lora: Path | None, denoiser: Path | None) -> tuple[torch.nn.Module, Reference, object]:
+    """The tuned denoiser, the base as its reference, and the pipeline holding a loaded LoRA
+    (to unload afterwards; None for a full denoiser)."""
+    if lora is not None:
+        pipe = backbone.pipeline()
+        pipe.load_lora_weights(str(lora))
+        return backbone.denoiser, AdapterDisabledReference(backbone.denoiser, nullcontext), pipe
+    assert denoiser is not None
+    return backbone.load_denoiser(denoiser).eval(), ModuleReference(backbone.denoiser), None
 
 
 @torch.no_grad()
@@ -37,33 +38,27 @@ def implicit_accuracy(
     cache_dir: Path,
     data: DataConfig,
     lora: Path | None = None,
-    unet: Path | None = None,
+    denoiser: Path | None = None,
     beta: float = 5000.0,
     draws: int = 4,
     batch_size: int = 32,
     seed: int = 1234,
 ) -> dict[str, float]:
     """``{"implicit_accuracy", "reward_margin", "pairs"}`` of the model given by ``lora`` (loaded
-    into ``backbone``'s UNet) or ``unet`` (a tuned UNet directory) against the base, over the
-    pairs of ``cache_dir``. Ties (``inside == 0``) count half."""
-    from diffusers import UNet2DConditionModel
+    into ``backbone``'s denoiser) or ``denoiser`` (a tuned denoiser directory, UNet or transformer)
+    against the base, over the pairs of ``cache_dir``. Ties (``inside == 0``) count half."""
     from tqdm.auto import tqdm
 
+    from prefdiff.config import merge_into
     from prefdiff.data.cache import CachedPairStream, collate_cached
-    from prefdiff.train.reference import AdapterDisabledReference
 
-    if (lora is None) == (unet is None):
-        raise ValueError("give exactly one of lora= or unet=")
-    if lora is not None:
-        pipe = backbone.pipeline()
-        pipe.load_lora_weights(str(lora))
-        policy = backbone.unet
-        reference = AdapterDisabledReference(policy, nullcontext)
-    else:
-        policy = UNet2DConditionModel.from_pretrained(str(unet)).eval()
-        reference = _BaseUNetReference(backbone.unet)
+    if (lora is None) == (denoiser is None):
+        raise ValueError("give exactly one of lora= or denoiser=")
+    config = Config()
+    merge_into(config, {"objective": {"name": "dpo", "beta": beta}})
+    objective = build_components(config, backbone).objective
+    policy, reference, pipe = _policy_and_reference(backbone, lora, denoiser)
     try:
-        objective = build_objective(ObjectiveConfig(name="dpo", beta=beta))
         stream = CachedPairStream(cache_dir, seed, data, backbone)
         size = len(stream)
         inside_sum = torch.zeros(size, dtype=torch.float64)
@@ -72,14 +67,14 @@ def implicit_accuracy(
             ctx = StepContext(backbone, objective, reference, seed + draw, data.resolution, torch.device("cpu"))
             for start in range(0, size, batch_size):
                 slots = list(range(start, min(size, start + batch_size)))
-                batch = collate_cached([stream[s] for s in slots])
-                out = micro_batch_loss(ctx, policy, batch)
+                out = micro_batch_loss(ctx, policy, collate_cached([stream[s] for s in slots]))
+                assert out.reward_margin_per_pair is not None
                 inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.double()
                 bar.update(len(slots))
         bar.close()
         inside = inside_sum / draws
         accuracy = ((inside > 0).double() + 0.5 * (inside == 0).double()).mean()
     finally:
-        if lora is not None:
+        if pipe is not None:
             pipe.unload_lora_weights()
     return {"implicit_accuracy": float(accuracy), "reward_margin": float(inside.mean()), "pairs": size}

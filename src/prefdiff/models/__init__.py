@@ -1,27 +1,36 @@
-"""Backbones for diffusers-format pipeline directories."""
+"""Backbones for diffusers-format pipeline directories, one file per family, found through
+the :data:`BACKBONES` registry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefdiff.errors import ModelLoadError
-from prefdiff.models.base import Backbone, Conditioning, NoiseDraw, pair_generator, read_model_index
+from prefdiff.models.base import (
+    BACKBONES,
+    Backbone,
+    Conditioning,
+    DenoisingProblem,
+    NoiseDraw,
+    pair_generator,
+    read_model_index,
+)
 from prefdiff.models.sd import SDBackbone
 from prefdiff.models.sdxl import SDXLBackbone
 
-BACKBONES: tuple[type[Backbone], ...] = (SDBackbone, SDXLBackbone)
-
 
 def backbone_class(path: str | Path) -> type[Backbone]:
-    """The backbone class for a pipeline directory, from its model_index.json."""
+    """The registered backbone class for a pipeline directory, from its model_index.json."""
     path = Path(path)
     index = read_model_index(path)
     class_name = index.get("_class_name", "<missing _class_name>")
-    for cls in BACKBONES:
+    for _, cls in BACKBONES.items():
         if class_name in cls.pipeline_classes:
             return cls
-    supported = ", ".join(name for cls in BACKBONES for name in cls.pipeline_classes)
-    raise ModelLoadError(f"{path}: model_index.json names pipeline class {class_name!r}; prefdiff supports {supported}")
+    supported = ", ".join(f"{name} ({', '.join(cls.pipeline_classes)})" for name, cls in BACKBONES.items())
+    raise ModelLoadError(
+        f"{path}: model_index.json names pipeline class {class_name!r}; prefdiff supports the families {supported}"
+    )
 
 
 def load_backbone(path: str | Path, prediction_type: str | None = None) -> Backbone:
@@ -34,6 +43,7 @@ __all__ = [
     "BACKBONES",
     "Backbone",
     "Conditioning",
+    "DenoisingProblem",
     "NoiseDraw",
     "SDBackbone",
     "SDXLBackbone",

@@ -1,8 +1,13 @@
 """The backbone seam: everything a model family knows, nothing about preferences.
 
-A backbone loads a diffusers pipeline directory, encodes images and prompts, draws one noise
-and one timestep per *pair* (shared by winner and loser), builds the noisy input and the target
-(epsilon or v-prediction), runs a UNet and returns per-sample denoising errors ``[N]``.
+A backbone loads a diffusers pipeline directory, encodes images and prompts (for the cache),
+turns a :class:`~prefdiff.data.batch.PairBatch` into one :class:`DenoisingProblem` with one
+noise draw and one timestep per *pair* (shared by winner and loser), runs its ``denoiser`` (a
+UNet or a transformer) and returns per-sample denoising errors ``[N]``. It also owns its LoRA
+target modules and adapter format, and builds its generation pipeline.
+
+Families register themselves in :data:`BACKBONES` (``@BACKBONES.register("sd")``); a pipeline
+directory is matched to a family by the ``_class_name`` of its ``model_index.json``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from prefdiff.data.batch import Conditioning, LatentStats, PairBatch
 from prefdiff.errors import ModelLoadError
-
-Conditioning = dict[str, torch.Tensor]
+from prefdiff.registry import Registry
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing (seed, slot) into one generator seed
 
@@ -55,7 +60,7 @@ def read_model_index(path: Path) -> dict[str, Any]:
 @dataclass
 class NoiseDraw:
     """One draw per pair: ``noise [P,C,h,w]``, ``timesteps [P]`` and latent-sampling noise for
-    winner and loser ``[P,C,h,w]`` each (used when latents come from a distribution)."""
+    winner and loser ``[P,C,h,w]`` each (latents are sampled from the VAE posterior)."""
 
     noise: torch.Tensor
     timesteps: torch.Tensor
@@ -63,59 +68,110 @@ class NoiseDraw:
     latent_eps_l: torch.Tensor
 
 
+@dataclass
+class DenoisingProblem:
+    """What the denoiser is asked for one micro-batch, ``N = 2P`` images ``[winners; losers]``
+    (or ``N = P`` winners alone for objectives that never look at losers).
+
+    ``noisy [N,C,h,w]`` and ``target [N,C,h,w]`` (epsilon, v or flow velocity), ``timesteps [N]``
+    (the family's own units), ``conditioning`` (each tensor ``[N, ...]``) and an optional
+    per-sample loss ``weight [N]``. Winner ``i`` and loser ``i`` share noise and timestep.
+    """
+
+    noisy: torch.Tensor
+    target: torch.Tensor
+    timesteps: torch.Tensor
+    conditioning: Conditioning
+    num_pairs: int
+    weight: torch.Tensor | None = None
+
+    @property
+    def has_losers(self) -> bool:
+        return self.noisy.shape[0] == 2 * self.num_pairs
+
+    def split(self, per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[N]`` -> winners ``[P]`` and losers ``[P]`` (None when the problem has no losers)."""
+        winners = per_sample[: self.num_pairs]
+        return winners, per_sample[self.num_pairs :] if self.has_losers else None
+
+
+def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[N]``: mean over C,H,W of ``(prediction - target)^2``, in fp32."""
+    return (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+
+
+def repeat_per_image(prompt_cond: Conditioning, repeats: int) -> Conditioning:
+    """Prompt conditioning ``[P, ...]`` laid out for ``[winners; losers]`` ``[repeats*P, ...]``."""
+    return {k: v.repeat(repeats, *([1] * (v.dim() - 1))) for k, v in prompt_cond.items()}
+
+
 class Backbone:
-    """Base class for a diffusers text-to-image family with a UNet and a VAE."""
+    """Base class of a diffusers text-to-image family: a denoiser, a VAE, text encoders.
+
+    A family sets the class attributes and implements ``_load_components``, ``encode_prompts``,
+    ``timestep_and_noise``-level hooks (``draw_noise``, ``noisy_input_and_target``), ``predict``,
+    ``pipeline`` and ``build_tiny``.
+    """
 
     family: ClassVar[str] = ""
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
     text_components: ClassVar[tuple[str, ...]] = ()
+    denoiser_name: ClassVar[str] = "unet"  # the pipeline's sub-folder and attribute
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
 
-    def __init__(self, path: Path, components: dict[str, Any], prediction_type: str) -> None:
+    def __init__(self, path: Path, components: dict[str, Any]) -> None:
         self.path = path
         self.components = components
-        self.unet = components["unet"]
         self.vae = components["vae"]
         self.noise_scheduler = components["noise_scheduler"]
-        self.prediction_type = prediction_type
         self.scaling_factor: float = float(self.vae.config.scaling_factor)
         self.shift_factor: float = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The trainable network (UNet or transformer)."""
+        return self.components[self.denoiser_name]
+
+    @denoiser.setter
+    def denoiser(self, module: torch.nn.Module) -> None:
+        self.components[self.denoiser_name] = module
 
     # ---------------------------------------------------------------- loading
 
     @classmethod
     def load(cls, path: Path, prediction_type: str | None = None) -> Backbone:
-        """Load the components from a pipeline directory (fp32, on CPU)."""
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-        for name in ("unet", "vae", "scheduler", *cls.text_components):
+        """Load the components from a pipeline directory (fp32, on CPU, frozen)."""
+        for name in (cls.denoiser_name, "vae", "scheduler", *cls.text_components):
             if not (path / name).is_dir():
                 raise ModelLoadError(f"{path}: pipeline directory lacks the '{name}' sub-folder")
-        components: dict[str, Any] = {
-            "unet": UNet2DConditionModel.from_pretrained(str(path), subfolder="unet"),
-            "vae": AutoencoderKL.from_pretrained(str(path), subfolder="vae"),
-            "noise_scheduler": DDPMScheduler.from_pretrained(str(path), subfolder="scheduler"),
-        }
-        components.update(cls._load_text_components(path))
-        scheduler_type = components["noise_scheduler"].config.prediction_type
-        chosen = prediction_type or scheduler_type
-        if chosen not in ("epsilon", "v_prediction"):
-            raise ModelLoadError(f"{path}/scheduler: prediction_type {chosen!r} is not supported (epsilon, v_prediction)")
-        components["noise_scheduler"].register_to_config(prediction_type=chosen)
+        components = cls._load_components(path, prediction_type)
         for module in components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
-        return cls(path, components, chosen)
+        return cls(path, components)
 
     @classmethod
-    def _load_text_components(cls, path: Path) -> dict[str, Any]:
+    def _load_components(cls, path: Path, prediction_type: str | None) -> dict[str, Any]:
+        """``{denoiser_name, "vae", "noise_scheduler", *text_components}`` from ``path``."""
         raise NotImplementedError
+
+    @classmethod
+    def denoiser_class(cls) -> Any:
+        """The diffusers model class of the denoiser."""
+        raise NotImplementedError
+
+    def load_denoiser(self, directory: Path) -> torch.nn.Module:
+        """A fully fine-tuned denoiser saved by ``prefdiff train`` (``RUN/<denoiser_name>``)."""
+        if not (directory / "config.json").is_file():
+            raise ModelLoadError(f"{directory}: not a {self.denoiser_name} directory (no config.json)")
+        return self.denoiser_class().from_pretrained(str(directory))
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         """Modules that never train: the VAE and the text encoder(s)."""
         return [self.vae] + [self.components[name] for name in self.text_components if name.startswith("text_encoder")]
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> Backbone:
-        """Move the frozen modules (VAE, text encoders) to ``device``/``dtype``; the UNet is the loop's."""
+        """Move the frozen modules (VAE, text encoders) to ``device``/``dtype``; the denoiser is the loop's."""
         for module in self.frozen_modules():
             target_dtype = dtype
             if module is self.vae and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
@@ -129,7 +185,7 @@ class Backbone:
     # ---------------------------------------------------------------- encoding
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """Text conditioning for ``P`` prompts (no grad)."""
+        """Text conditioning for ``P`` prompts (no grad), each tensor ``[P, ...]``."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -140,69 +196,111 @@ class Backbone:
         return dist.mean.float(), dist.std.float()
 
     def latents_from_distribution(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Sample ``mean + std * eps`` and scale into the UNet's latent space."""
+        """Sample ``mean + std * eps`` and scale into the denoiser's latent space."""
         return (mean + std * eps.to(mean.device, mean.dtype) - self.shift_factor) * self.scaling_factor
 
     def latent_shape(self, resolution: int) -> tuple[int, int, int]:
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         return (int(self.vae.config.latent_channels), resolution // factor, resolution // factor)
 
-    # ---------------------------------------------------------------- noise
+    def native_resolution(self) -> int:
+        """The image size in pixels the denoiser was configured for."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.denoiser.config.sample_size) * factor
+
+    # ---------------------------------------------------------------- the denoising problem
 
     def draw_noise(self, slots: list[int], seed: int, latent_shape: tuple[int, int, int]) -> NoiseDraw:
         """One timestep and one noise draw per pair, keyed by the pair's data-stream slot."""
-        num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
-        noise, timesteps, eps_w, eps_l = [], [], [], []
-        for slot in slots:
-            gen = pair_generator(seed, slot)
-            timesteps.append(torch.randint(0, num_train_timesteps, (1,), generator=gen))
-            noise.append(torch.randn(latent_shape, generator=gen))
-            eps_w.append(torch.randn(latent_shape, generator=gen))
-            eps_l.append(torch.randn(latent_shape, generator=gen))
-        return NoiseDraw(torch.stack(noise), torch.cat(timesteps), torch.stack(eps_w), torch.stack(eps_l))
+        raise NotImplementedError
 
     def noisy_input_and_target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x_t = sqrt(a_t) x_0 + sqrt(1-a_t) eps`` and the target: ``eps`` or ``v``."""
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "epsilon":
-            return noisy, noise
-        return noisy, self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        """The noisy input and the regression target for ``latents``, ``noise`` and ``timesteps``."""
+        raise NotImplementedError
+
+    def image_conditioning(
+        self, prompt_cond: Conditioning, original_size: torch.Tensor, crop_top_left: torch.Tensor, resolution: int
+    ) -> Conditioning:
+        """Per-image conditioning for ``N`` images (``original_size [N, 2]`` tells how many):
+        the prompt conditioning repeated for winners and losers. Families with
+        micro-conditioning (SDXL) add theirs."""
+        return repeat_per_image(prompt_cond, original_size.shape[0] // next(iter(prompt_cond.values())).shape[0])
+
+    def _side_latents(self, batch: PairBatch, side: str, eps: torch.Tensor, device: torch.device) -> torch.Tensor:
+        stats: LatentStats | None = getattr(batch, f"{side}_latents")
+        if stats is None:
+            mean, std = self.latent_distribution(getattr(batch, f"{side}_pixels").to(device))
+        else:
+            mean, std = stats.mean, stats.std
+        return self.latents_from_distribution(mean.to(device), std.to(device), eps.to(device))
+
+    def batch_latent_shape(self, batch: PairBatch, resolution: int) -> tuple[int, int, int]:
+        if batch.winner_latents is not None:
+            return tuple(batch.winner_latents.mean.shape[1:])  # type: ignore[return-value]
+        return self.latent_shape(resolution)
+
+    def denoising_problem(
+        self, batch: PairBatch, seed: int, resolution: int, device: torch.device, with_losers: bool = True
+    ) -> DenoisingProblem:
+        """Latents, one noise draw and timestep per pair (keyed by slot), the noisy input, the
+        target and the per-image conditioning of ``[winners; losers]`` (or winners alone)."""
+        draw = self.draw_noise(batch.slots, seed, self.batch_latent_shape(batch, resolution))
+        repeat = 2 if with_losers else 1
+        with torch.no_grad():
+            if batch.prompt_cond is not None:  # cached text conditioning
+                prompt_cond = {k: v.to(device) for k, v in batch.prompt_cond.items()}
+            else:
+                prompt_cond = self.encode_prompts(batch.prompts or [])
+            latents = self._side_latents(batch, "winner", draw.latent_eps_w, device)
+            if with_losers:
+                latents = torch.cat([latents, self._side_latents(batch, "loser", draw.latent_eps_l, device)])
+        noise = draw.noise.to(device).repeat(repeat, 1, 1, 1)
+        timesteps = draw.timesteps.to(device).repeat(repeat)
+        noisy, target = self.noisy_input_and_target(latents, noise, timesteps)
+        original_size, crop_top_left = batch.micro_conditioning(with_losers)
+        cond = self.image_conditioning(prompt_cond, original_size, crop_top_left, resolution)
+        return DenoisingProblem(noisy, target, timesteps, cond, batch.num_pairs, self.loss_weight(timesteps))
+
+    def loss_weight(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample loss weight ``[N]`` for these timesteps; None means 1 (plain mean)."""
+        return None
 
     # ---------------------------------------------------------------- prediction
 
-    def image_conditioning(self, prompt_cond: Conditioning, micro: dict[str, torch.Tensor], resolution: int) -> Conditioning:
-        """Per-image conditioning for the stacked ``[winners; losers]`` batch ``[2P]`` (or winners
-        only when ``micro`` holds only winners' sizes). Default: repeat the prompt conditioning."""
-        repeats = micro["original_size"].shape[0] // next(iter(prompt_cond.values())).shape[0]
-        return {k: v.repeat(repeats, *([1] * (v.dim() - 1))) for k, v in prompt_cond.items()}
-
-    def predict(self, unet: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+        """The denoiser's output for ``problem.noisy`` ``[N,C,h,w]``."""
         raise NotImplementedError
 
-    @staticmethod
-    def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``[N]``: mean over C,H,W of ``(prediction - target)^2``, in fp32."""
-        return (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    def errors(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+        """Per-sample errors ``[N]``: mean over C,H,W of ``(prediction - target)^2``, times the
+        problem's weight when it has one."""
+        err = per_sample_error(self.predict(denoiser, problem), problem.target)
+        return err if problem.weight is None else err * problem.weight
 
-    def denoising_errors(
-        self,
-        unet: torch.nn.Module,
-        noisy: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        target: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.per_sample_error(self.predict(unet, noisy, timesteps, cond), target)
+    # ---------------------------------------------------------------- adapters and inference
 
-    # ---------------------------------------------------------------- inference
-
-    @staticmethod
-    def pipeline_class() -> Any:
+    @classmethod
+    def pipeline_class(cls) -> Any:
         """The diffusers pipeline class of this family."""
         raise NotImplementedError
 
-    def pipeline(self, unet: torch.nn.Module | None = None) -> Any:
-        """A diffusers pipeline over these components (optionally another UNet)."""
+    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
+        """A diffusers text-to-image pipeline over these components (optionally another denoiser)."""
         raise NotImplementedError
+
+    def save_lora(self, denoiser: torch.nn.Module, out_dir: Path) -> Path:
+        """Write the denoiser's LoRA as ``pytorch_lora_weights.safetensors``, loadable by
+        ``pipeline.load_lora_weights(dir)`` of this family."""
+        from prefdiff.models.lora import save_lora_diffusers
+
+        return save_lora_diffusers(self.pipeline_class(), self.denoiser_name, denoiser, out_dir)
+
+    @classmethod
+    def build_tiny(cls, out: Path, prediction_type: str, seed: int) -> Path:
+        """Build a random-init tiny pipeline of this family, saved in diffusers format at ``out``."""
+        raise NotImplementedError
+
+
+BACKBONES: Registry[type[Backbone]] = Registry("model family", package="prefdiff.models", error=ModelLoadError)

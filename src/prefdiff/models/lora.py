@@ -1,7 +1,8 @@
-"""LoRA adapters on the UNet (peft), and their export in the diffusers format."""
+"""LoRA adapters on a denoiser (peft), and their export in the family's diffusers format."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,59 +13,68 @@ from prefdiff.config import LoraConfig
 ADAPTER_FILE = "lora_adapter.safetensors"  # peft-format keys, used inside checkpoints
 
 
-def add_lora(unet: torch.nn.Module, config: LoraConfig) -> None:
-    """Inject LoRA adapters into ``unet``; only their weights require grad, in fp32.
+def add_lora(denoiser: torch.nn.Module, config: LoraConfig, default_targets: Sequence[str] = ()) -> None:
+    """Inject LoRA adapters into ``denoiser``; only their weights require grad, in fp32.
 
-    peft initialises ``B`` to zero, so the adapted UNet starts equal to the base.
+    ``config.target_modules`` names the modules (suffixes); when it is unset the family's
+    ``default_targets`` are used. peft initialises ``B`` to zero, so the adapted denoiser
+    starts equal to the base.
     """
     from peft import LoraConfig as PeftLoraConfig
 
-    unet.requires_grad_(False)
-    unet.add_adapter(
+    targets = list(config.target_modules) if config.target_modules is not None else list(default_targets)
+    if not targets:
+        raise ValueError("lora.target_modules is unset and the model family names no default LoRA targets")
+    denoiser.requires_grad_(False)
+    denoiser.add_adapter(
         PeftLoraConfig(
             r=config.rank,
             lora_alpha=config.alpha,
             lora_dropout=config.dropout,
             init_lora_weights="gaussian",
-            target_modules=list(config.target_modules),
+            target_modules=targets,
         )
     )
-    trainable = [p for p in unet.parameters() if p.requires_grad]
+    trainable = [p for p in denoiser.parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError(f"lora.target_modules={config.target_modules} matched no module of the UNet")
+        raise ValueError(f"lora.target_modules={targets} matched no module of the {type(denoiser).__name__}")
     for param in trainable:
         param.data = param.data.float()
 
 
-def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+def lora_state_dict(denoiser: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights in peft's key format."""
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
 
 
-def load_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state_dict(denoiser: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     from peft.utils import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(unet, state)
+    result = set_peft_model_state_dict(denoiser, state)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise ValueError(f"LoRA state has keys the UNet's adapters do not: {unexpected[:3]}")
+        raise ValueError(f"LoRA state has keys the {type(denoiser).__name__}'s adapters do not: {unexpected[:3]}")
 
 
-def save_lora_diffusers(pipeline_class: Any, unet: torch.nn.Module, out_dir: str | Path) -> Path:
-    """Write ``pytorch_lora_weights.safetensors`` loadable by ``pipeline.load_lora_weights(dir)``."""
+def save_lora_diffusers(pipeline_class: Any, denoiser_name: str, denoiser: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Write ``pytorch_lora_weights.safetensors`` loadable by ``pipeline.load_lora_weights(dir)``:
+    ``pipeline_class.save_lora_weights`` with ``{denoiser_name}_lora_layers`` (``unet`` or
+    ``transformer``)."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(lora_state_dict(unet))
+    layers = convert_state_dict_to_diffusers(lora_state_dict(denoiser))
     # the adapter config (alpha, rank, targets) travels with the weights: without it
     # load_lora_weights applies the update at scale 1 instead of alpha / rank
     pipeline_class.save_lora_weights(
         save_directory=str(out),
-        unet_lora_layers=layers,
-        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
         safe_serialization=True,
+        **{
+            f"{denoiser_name}_lora_layers": layers,
+            f"{denoiser_name}_lora_adapter_metadata": denoiser.peft_config["default"].to_dict(),
+        },
     )
     return out

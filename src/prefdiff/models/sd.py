@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from prefdiff.models.base import Backbone, Conditioning
+from prefdiff.models.base import BACKBONES, Conditioning, DenoisingProblem
+from prefdiff.models.ddpm import DDPMBackbone
 
 
-class SDBackbone(Backbone):
+@BACKBONES.register("sd")
+class SDBackbone(DDPMBackbone):
     family: ClassVar[str] = "sd"
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
     text_components: ClassVar[tuple[str, ...]] = ("text_encoder", "tokenizer")
@@ -34,25 +36,50 @@ class SDBackbone(Backbone):
         ).input_ids.to(encoder.device)
         return {"encoder_hidden_states": encoder(ids)[0]}
 
-    def predict(self, unet: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        return unet(noisy, timesteps, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+        cond = problem.conditioning
+        return denoiser(problem.noisy, problem.timesteps, encoder_hidden_states=cond["encoder_hidden_states"]).sample
 
-    @staticmethod
-    def pipeline_class() -> Any:
+    @classmethod
+    def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusionPipeline
 
         return StableDiffusionPipeline
 
-    def pipeline(self, unet: torch.nn.Module | None = None) -> Any:
+    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
         return StableDiffusionPipeline(
             vae=self.vae,
             text_encoder=self.components["text_encoder"],
             tokenizer=self.components["tokenizer"],
-            unet=unet if unet is not None else self.unet,
+            unet=denoiser if denoiser is not None else self.denoiser,
             scheduler=DDIMScheduler.from_config(self.noise_scheduler.config),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
         )
+
+    @classmethod
+    def build_tiny(cls, out: Path, prediction_type: str, seed: int) -> Path:
+        """One CLIP text encoder of width 32 and a two-level UNet with cross-attention width 32."""
+        from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        from prefdiff.models.tiny import TINY_TEXT_WIDTH, clip_text_config, tiny_shared_parts
+
+        parts = tiny_shared_parts(out, seed, prediction_type)
+        text_encoder = CLIPTextModel(clip_text_config(parts.vocab_size, TINY_TEXT_WIDTH, TINY_TEXT_WIDTH))
+        unet = UNet2DConditionModel(cross_attention_dim=TINY_TEXT_WIDTH, **parts.unet_kwargs)
+        pipe = StableDiffusionPipeline(
+            vae=parts.vae,
+            text_encoder=text_encoder,
+            tokenizer=parts.tokenizer,
+            unet=unet,
+            scheduler=parts.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(out))
+        return out

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from prefdiff.models.base import Backbone, Conditioning
+from prefdiff.models.base import BACKBONES, Conditioning, DenoisingProblem
+from prefdiff.models.ddpm import DDPMBackbone
 
 
-class SDXLBackbone(Backbone):
+@BACKBONES.register("sdxl")
+class SDXLBackbone(DDPMBackbone):
     family: ClassVar[str] = "sdxl"
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
     text_components: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
@@ -50,25 +52,28 @@ class SDXLBackbone(Backbone):
         target = torch.tensor([resolution, resolution], dtype=torch.float32).expand(original_size.shape[0], 2)
         return torch.cat([original_size.float(), crop_top_left.float(), target], dim=1)
 
-    def image_conditioning(self, prompt_cond: Conditioning, micro: dict[str, torch.Tensor], resolution: int) -> Conditioning:
-        cond = super().image_conditioning(prompt_cond, micro, resolution)
-        device = cond["text_embeds"].device
-        cond["time_ids"] = self.time_ids(micro["original_size"], micro["crop_top_left"], resolution).to(
-            device, cond["text_embeds"].dtype
-        )
+    def image_conditioning(
+        self, prompt_cond: Conditioning, original_size: torch.Tensor, crop_top_left: torch.Tensor, resolution: int
+    ) -> Conditioning:
+        cond = super().image_conditioning(prompt_cond, original_size, crop_top_left, resolution)
+        embeds = cond["text_embeds"]
+        cond["time_ids"] = self.time_ids(original_size, crop_top_left, resolution).to(embeds.device, embeds.dtype)
         return cond
 
-    def predict(self, unet: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+        cond = problem.conditioning
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
-        return unet(noisy, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added).sample
+        return denoiser(
+            problem.noisy, problem.timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added
+        ).sample
 
-    @staticmethod
-    def pipeline_class() -> Any:
+    @classmethod
+    def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusionXLPipeline
 
         return StableDiffusionXLPipeline
 
-    def pipeline(self, unet: torch.nn.Module | None = None) -> Any:
+    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
         from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
         return StableDiffusionXLPipeline(
@@ -77,6 +82,42 @@ class SDXLBackbone(Backbone):
             text_encoder_2=self.components["text_encoder_2"],
             tokenizer=self.components["tokenizer"],
             tokenizer_2=self.components["tokenizer_2"],
-            unet=unet if unet is not None else self.unet,
+            unet=denoiser if denoiser is not None else self.denoiser,
             scheduler=EulerDiscreteScheduler.from_config(self.noise_scheduler.config),
         )
+
+    @classmethod
+    def build_tiny(cls, out: Path, prediction_type: str, seed: int) -> Path:
+        """Two CLIP text encoders of width 32 (the second with a projection; one tokenizer file
+        for both) and a two-level UNet with cross-attention width 64 and SDXL's text-time
+        embedding."""
+        from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+        from prefdiff.models.tiny import TINY_TEXT_WIDTH, clip_text_config, tiny_shared_parts
+
+        parts = tiny_shared_parts(out, seed, prediction_type)
+        width = TINY_TEXT_WIDTH
+        text_encoder = CLIPTextModel(clip_text_config(parts.vocab_size, width, width))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(parts.vocab_size, width, width))
+        time_embed_dim = 8
+        unet = UNet2DConditionModel(
+            cross_attention_dim=2 * width,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_embed_dim,
+            projection_class_embeddings_input_dim=6 * time_embed_dim + width,
+            transformer_layers_per_block=(1, 1),
+            **parts.unet_kwargs,
+        )
+        pipe = StableDiffusionXLPipeline(
+            vae=parts.vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=parts.tokenizer,
+            tokenizer_2=parts.tokenizer,
+            unet=unet,
+            scheduler=parts.scheduler,
+            force_zeros_for_empty_prompt=True,
+        )
+        pipe.save_pretrained(str(out))
+        return out

@@ -1,4 +1,4 @@
-"""Random-init tiny SD / SDXL pipelines, built offline and saved in diffusers format.
+"""Random-init tiny pipelines of every family, built offline and saved in diffusers format.
 
 Tests, benchmarks and the quickstart use them: nothing here touches the network. The tokenizer
 is a byte-level BPE in CLIP's file format whose merges spell out a small English vocabulary,
@@ -7,12 +7,11 @@ so common caption words are single tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
-
-Family = Literal["sd", "sdxl"]
 
 # Words that become single tokens; anything else falls back to characters.
 _WORDS = (
@@ -129,74 +128,40 @@ def sd_noise_scheduler(prediction_type: str = "epsilon"):
     )
 
 
-def build_tiny_pipeline(
-    out_dir: str | Path,
-    family: Family = "sd",
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
-    seed: int = 0,
-    sample_size: int = 64,
-) -> Path:
-    """Build a random-init tiny pipeline of ``family`` and save it to ``out_dir``.
+TINY_IMAGE_SIZE = 64  # pixels; the tiny VAE downsamples by 8 like SD's
+TINY_TEXT_WIDTH = 32  # hidden width of each tiny CLIP text encoder
 
-    The VAE downsamples by 8 like SD's (``sample_size`` px images give ``sample_size/8`` latents), the
-    UNet has two resolution levels and cross-attention width 32 (SD) or 64 (SDXL: two text
-    encoders of width 32, concatenated).
-    """
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    out = Path(out_dir)
+@dataclass
+class TinyParts:
+    """The components every tiny pipeline shares, built in a fixed order from one seed."""
+
+    tokenizer: Any
+    vocab_size: int
+    vae: Any
+    scheduler: Any
+    unet_kwargs: dict
+
+
+def tiny_shared_parts(out: Path, seed: int, prediction_type: str) -> TinyParts:
+    """Seed the global RNG, then write the tokenizer and build the VAE, the DDPM scheduler and
+    the two-level UNet settings (the same order for every family, so a seed gives the same
+    weights as it always did)."""
+    from transformers import CLIPTokenizer
+
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-
     build_clip_tokenizer_files(out / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
-    vocab_size = len(tokenizer)
-
-    vae = small_vae((16, 32, 32, 32), sample_size)
+    vae = small_vae((16, 32, 32, 32), TINY_IMAGE_SIZE)
     scheduler = sd_noise_scheduler(prediction_type)
-    unet_kwargs = two_level_unet_kwargs(sample_size // 8, norm_num_groups=8)
-    text_hidden = 32
-    if family == "sd":
-        text_encoder = CLIPTextModel(clip_text_config(vocab_size, text_hidden, text_hidden))
-        unet = UNet2DConditionModel(cross_attention_dim=text_hidden, **unet_kwargs)
-        from diffusers import StableDiffusionPipeline
+    unet_kwargs = two_level_unet_kwargs(TINY_IMAGE_SIZE // 8, norm_num_groups=8)
+    return TinyParts(tokenizer, len(tokenizer), vae, scheduler, unet_kwargs)
 
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    elif family == "sdxl":
-        from diffusers import StableDiffusionXLPipeline
 
-        text_encoder = CLIPTextModel(clip_text_config(vocab_size, text_hidden, text_hidden))
-        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(vocab_size, text_hidden, text_hidden))
-        time_embed_dim = 8
-        unet = UNet2DConditionModel(
-            cross_attention_dim=2 * text_hidden,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=time_embed_dim,
-            projection_class_embeddings_input_dim=6 * time_embed_dim + text_hidden,
-            transformer_layers_per_block=(1, 1),
-            **unet_kwargs,
-        )
-        pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            force_zeros_for_empty_prompt=True,
-        )
-    else:
-        raise ValueError(f"unknown family {family!r}: expected 'sd' or 'sdxl'")
-    pipe.save_pretrained(str(out))
-    return out
+def build_tiny_pipeline(out_dir: str | Path, family: str = "sd", prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """Build a random-init tiny pipeline of the registered ``family`` and save it to ``out_dir``
+    (``prefdiff make-tiny``). Each family's ``build_tiny`` says what its pipeline holds."""
+    from prefdiff.models.base import BACKBONES
+
+    return BACKBONES.get(family).build_tiny(Path(out_dir), prediction_type, seed)

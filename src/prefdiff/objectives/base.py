@@ -1,11 +1,19 @@
-"""The objective seam: per-sample denoising errors in, a loss per pair and metrics out."""
+"""The objective seam: per-sample denoising errors in, a loss per pair and metrics out.
+
+An objective is a dataclass whose fields are its own config keys (``objective.<field>``, each
+with help text) and whose call is pure tensor code. It declares what the loop must compute for
+it (``needs_reference``, ``needs_losers``) and registers itself by name in :data:`OBJECTIVES`;
+the loop, the config and the quickstart find it there.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
+
+from prefdiff.registry import Registry
 
 
 @dataclass
@@ -29,10 +37,12 @@ class Objective(Protocol):
 
     ``needs_reference``: the loop must provide reference errors (one no-grad forward).
     ``needs_losers``: the loop must run the loser images through the policy at all.
+    ``loss_at_reference``: the loss while the policy equals the reference (objectives with a
+    reference document it; the conformance test checks it).
     """
 
-    needs_reference: bool
-    needs_losers: bool
+    needs_reference: ClassVar[bool]
+    needs_losers: ClassVar[bool]
 
     def __call__(
         self,
@@ -40,6 +50,26 @@ class Objective(Protocol):
         policy_err_l: torch.Tensor | None,
         ref_err_w: torch.Tensor | None,
         ref_err_l: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
-        """Each error is ``[P]``: the mean over C,H,W of (prediction - target)^2 for one image."""
+        """Each error is ``[P]``: the mean over C,H,W of (prediction - target)^2 for one image;
+        ``labels [P]`` is the probability that the first image is preferred (1.0: hard)."""
         ...
+
+    def checks(self) -> list[tuple[bool, str, str]]:
+        """``(ok, field, rule)`` range checks of the objective's own fields."""
+        ...
+
+
+def hard_labels_only(labels: torch.Tensor | None, name: str) -> None:
+    """Refuse soft labels for an objective that defines no soft-label loss."""
+    if labels is not None and not bool(torch.all(labels == 1.0)):
+        raise ValueError(f"objective {name!r} takes hard labels (1.0: the first image won) only")
+
+
+def objective_help(cls: Any) -> str:
+    """The first line of an objective's docstring."""
+    return (cls.__doc__ or "").strip().splitlines()[0].rstrip(".") if cls.__doc__ else ""
+
+
+OBJECTIVES: Registry[type[Any]] = Registry("objective", package="prefdiff.objectives")

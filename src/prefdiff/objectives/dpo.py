@@ -13,21 +13,30 @@ the pair is "implicitly correct" when ``inside > 0`` (an exact tie counts 0.5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from prefdiff.objectives.base import ObjectiveOutput
+from prefdiff.objectives.base import OBJECTIVES, ObjectiveOutput, hard_labels_only
 
 
+@OBJECTIVES.register("dpo")
 @dataclass
 class DPOObjective:
-    """Diffusion-DPO loss. ``beta`` ~2000-5000 under this convention (the paper's runs)."""
+    """Diffusion-DPO: denoise winners better and losers worse than the reference does."""
 
-    beta: float = 5000.0
-    needs_reference: bool = True
-    needs_losers: bool = True
+    beta: float = field(
+        default=5000.0, metadata={"help": "DPO beta (KL strength) under the 0.5*beta convention; the paper uses 2000-5000."}
+    )
+    needs_reference: ClassVar[bool] = True
+    needs_losers: ClassVar[bool] = True
+    loss_at_reference: ClassVar[float] = math.log(2)  # inside = 0 while the policy is the reference
+
+    def checks(self) -> list[tuple[bool, str, str]]:
+        return [(self.beta > 0, "beta", "must be > 0")]
 
     def __call__(
         self,
@@ -35,9 +44,11 @@ class DPOObjective:
         policy_err_l: torch.Tensor | None,
         ref_err_w: torch.Tensor | None,
         ref_err_l: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         if policy_err_l is None or ref_err_w is None or ref_err_l is None:
             raise ValueError("DPO needs policy errors for losers and reference errors for both images")
+        hard_labels_only(labels, "dpo")
         winner_term = policy_err_w - ref_err_w  # [P] < 0 when the policy denoises the winner better
         loser_term = policy_err_l - ref_err_l  # [P] > 0 when it denoises the loser worse
         inside = -0.5 * self.beta * (winner_term - loser_term)  # [P]

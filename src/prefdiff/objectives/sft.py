@@ -8,16 +8,23 @@ The losers are never run through the network, and no reference is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from prefdiff.objectives.base import ObjectiveOutput
+from prefdiff.objectives.base import OBJECTIVES, ObjectiveOutput
 
 
+@OBJECTIVES.register("sft")
 @dataclass
 class SFTObjective:
-    needs_reference: bool = False
-    needs_losers: bool = False
+    """SFT on the winners: the denoising loss on preferred images only (no reference, no losers)."""
+
+    needs_reference: ClassVar[bool] = False
+    needs_losers: ClassVar[bool] = False
+
+    def checks(self) -> list[tuple[bool, str, str]]:
+        return []
 
     def __call__(
         self,
@@ -25,6 +32,7 @@ class SFTObjective:
         policy_err_l: torch.Tensor | None = None,
         ref_err_w: torch.Tensor | None = None,
         ref_err_l: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         loss_per_pair = policy_err_w
         metrics = {"loss": loss_per_pair.mean().detach(), "policy_err_w": policy_err_w.mean().detach()}

@@ -5,6 +5,7 @@ the side-by-side compare report for DPO vs base."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,10 @@ def evaluate_quickstart(
 
 
 def tuned_weights(run_dir: Path | None) -> dict[str, Path]:
-    """``lora=`` or ``unet=`` for the weights a training run saved (neither for None: the base)."""
+    """``lora=`` or ``denoiser=`` for the weights a training run saved (neither for None: the base)."""
     if run_dir is None:
         return {}
     if (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file():
         return {"lora": run_dir / "lora"}
-    return {"unet": run_dir / "unet"}
+    result = json.loads((run_dir / "run_info.json").read_text())["result"]  # written by the trainer
+    return {"denoiser": run_dir / result}

@@ -25,7 +25,7 @@ from typing import Any
 
 import typer
 
-from prefdiff.config import Config, load_config, merge_into, parse_overrides, validate
+from prefdiff.config import Config, load_config, merge_into, parse_overrides, to_dict, validate
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import SamplerSettings
 from prefdiff.toy.config import ToyConfig
@@ -39,6 +39,7 @@ RECIPE: dict[str, Any] = {
     "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0},
     "train": {"max_steps": 400, "batch_size": 16, "checkpoint_every": 200, "keep_last": 1, "report_to": "none", "log_every": 5},
 }
+TRAINED_OBJECTIVES = ("dpo", "sft")  # Diffusion-DPO and its SFT-on-winners baseline
 NUM_STAGES = 7
 STAGE_FORMAT = 1  # bump when a stage's output changes meaning, so older outputs are redone
 OWNED_KEYS = {
@@ -140,13 +141,12 @@ def _training_config(config: Config, objective: str, base: Path, cache: Path, ru
 
 
 def _training_key(run: Config) -> dict[str, Any]:
-    """The settings a training run depends on (not where it reads and writes; SFT has no beta)."""
-    key = asdict(run)
+    """The settings a training run depends on (not where it reads and writes; an objective's
+    key holds only its own fields)."""
+    key = to_dict(run)
     key.pop("output_dir")
     key["data"].pop("path")
     key["model"].pop("path")
-    if run.objective.name == "sft":
-        key["objective"].pop("beta")
     return key
 
 
@@ -177,6 +177,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     from prefdiff.evaluate.generate import generate_prompt_set
     from prefdiff.evaluate.scorers import load_mixed
     from prefdiff.models import load_backbone
+    from prefdiff.objectives.base import OBJECTIVES, objective_help
     from prefdiff.toy.evaluation import evaluate_quickstart, tuned_weights
     from prefdiff.toy.oracle import oracle_fingerprint, oracle_spec
     from prefdiff.toy.report import write_quickstart_report
@@ -236,11 +237,10 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
 
     # ---- 4, 5. Diffusion-DPO and the SFT-on-winners baseline
     trained: dict[str, Stage] = {}
-    for number, objective in ((4, "dpo"), (5, "sft")):
+    for number, objective in enumerate(TRAINED_OBJECTIVES, start=4):
         run = _training_config(config, objective, base, cache.dir / "train", out / objective)
         stage = Stage(out, objective, {"cache": cache.digest, "config": _training_key(run)})
-        what = "Diffusion-DPO" if objective == "dpo" else "SFT on the winners (baseline)"
-        what += f", {run.train.max_steps} steps of {run.train.batch_size} pairs"
+        what = f"{objective_help(OBJECTIVES.get(objective))}, {run.train.max_steps} steps of {run.train.batch_size} pairs"
         run_stage(number, stage, objective, what, lambda run=run, stage=stage: train(run, resume="latest" if list_checkpoints(stage.dir) else None))
         trained[objective] = stage
     runs = {name: stage.dir for name, stage in trained.items()}
@@ -248,7 +248,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     # ---- 6. paired generation on the held-out captions
     eval_prompts = _write_prompts(out / "eval_prompts.txt", [caption_for(*combo) for combo in HELD_OUT])
     samples: dict[str, Path] = {}
-    for name in ("base", "dpo", "sft"):
+    for name in ("base", *TRAINED_OBJECTIVES):
         upstream = trained[name].digest if name in trained else ""
         stage = Stage(out / "samples", name, {**base_key, "model": upstream, "n": toy.eval_images_per_caption})
         what = f"{name}: {toy.eval_images_per_caption} paired seeds on each of {len(HELD_OUT)} held-out captions"

@@ -58,19 +58,19 @@ def drop_later_checkpoints(run_dir: Path, resumed: Path) -> list[Path]:
 
 
 def register_lora_hooks(accelerator: Any) -> None:
-    """Make accelerate save and load only the LoRA adapter of the prepared UNet."""
+    """Make accelerate save and load only the LoRA adapter of the prepared denoiser."""
     from safetensors.torch import load_file, save_file
 
     def save_hook(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
         if accelerator.is_main_process:
-            unet = accelerator.unwrap_model(models[0])
-            save_file(lora_state_dict(unet), str(Path(output_dir) / ADAPTER_FILE))
+            denoiser = accelerator.unwrap_model(models[0])
+            save_file(lora_state_dict(denoiser), str(Path(output_dir) / ADAPTER_FILE))
         while weights:
             weights.pop()
 
     def load_hook(models: list[torch.nn.Module], input_dir: str) -> None:
-        unet = accelerator.unwrap_model(models.pop())
-        load_lora_state_dict(unet, load_file(str(Path(input_dir) / ADAPTER_FILE)))
+        denoiser = accelerator.unwrap_model(models.pop())
+        load_lora_state_dict(denoiser, load_file(str(Path(input_dir) / ADAPTER_FILE)))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

@@ -1,4 +1,9 @@
-"""The one training loop, for every objective and model family, on accelerate."""
+"""The one training loop, for every objective and model family, on accelerate.
+
+``train(config)`` builds the components (backbone, objective, strategy, data), prepares the
+denoiser, resumes if asked, then runs optimizer steps until ``train.max_steps``: each step
+accumulates micro-batches, logs the averaged metrics, checkpoints and validates on schedule.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,18 +19,12 @@ from typing import Any
 import torch
 
 from prefdiff.config import Config, to_dict
+from prefdiff.data.batch import PairBatch
 from prefdiff.errors import ConfigError
-from prefdiff.models import Backbone, load_backbone
-from prefdiff.models.lora import add_lora, save_lora_diffusers
-from prefdiff.objectives import build_objective
-from prefdiff.train.checkpoint import (
-    drop_later_checkpoints,
-    register_lora_hooks,
-    resolve_resume,
-    save_checkpoint,
-)
+from prefdiff.models import Backbone
+from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
+from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
-from prefdiff.train.reference import AdapterDisabledReference, FrozenCopyReference
 from prefdiff.train.run_dir import write_run_info
 from prefdiff.train.state import TrainState
 from prefdiff.train.step import StepContext, micro_batch_loss
@@ -33,6 +33,7 @@ from prefdiff.train.validation import generate_images
 log = logging.getLogger("prefdiff.train")
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+UNSUPPORTED_DISTRIBUTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 
 @dataclass
@@ -41,6 +42,30 @@ class TrainResult:
     final_weights: Path
     state: TrainState
     last_metrics: dict[str, float]
+
+
+@dataclass
+class Session:
+    """Everything one run holds while it trains."""
+
+    config: Config
+    accelerator: Any
+    components: Components
+    denoiser: torch.nn.Module  # prepared (possibly wrapped by DDP)
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LambdaLR
+    state: TrainState
+    ctx: StepContext
+    accum: int
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.config.train.batch_size * self.accelerator.num_processes * self.accum
 
 
 def _accumulation_steps(config: Config, world_size: int) -> int:
@@ -70,19 +95,13 @@ def _tracker_config(config: Config) -> dict[str, Any]:
     return flat
 
 
-def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
-    """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint path."""
+def _make_accelerator(config: Config) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
-    from prefdiff.data.cache import CachedPairStream, collate_cached, is_cache_dir
-    from prefdiff.data.dataset import SlotBatchSampler, build_pair_stream, collate_pairs
-
-    run_dir = Path(config.output_dir)
     cfg_t = config.train
+    run_dir = Path(config.output_dir)
     # train() may run several times in one process (tests, the quickstart's DPO and SFT runs) with
     # different precisions: forget the previous run's accelerator settings, keep the process group.
     AcceleratorState._reset_state()
@@ -96,141 +115,184 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         log_with=None if cfg_t.report_to == "none" else cfg_t.report_to,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
-    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+    if accelerator.distributed_type.name in UNSUPPORTED_DISTRIBUTED:
         raise ConfigError(
             f"accelerate's {accelerator.distributed_type.name} is not supported yet: the reference forward and the LoRA "
             "checkpoint hooks assume whole (DDP or single-process) models. Launch with --multi_gpu (DDP)."
         )
-    accum = _accumulation_steps(config, accelerator.num_processes)
-    accelerator.gradient_accumulation_steps = accum
+    return accelerator
+
+
+def _prepare(config: Config, accelerator: Any, components: Components, accum: int) -> Session:
+    """Make the denoiser trainable, build reference, optimizer and schedule, wrap for accelerate."""
+    cfg_t = config.train
     weight_dtype = DTYPES[cfg_t.mixed_precision]
-    device = accelerator.device
-    resume_path = resolve_resume(run_dir, resume)
-
-    # ---- inputs first, so that a bad model or dataset fails before anything is written
-    backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
-    if is_cache_dir(config.data.path):  # latents and text conditioning encoded once
-        stream, collate = CachedPairStream(config.data.path, cfg_t.seed, config.data, backbone), collate_cached
-    else:
-        stream, collate = build_pair_stream(config.data, cfg_t.seed), collate_pairs
-    if accelerator.is_main_process:
-        write_run_info(run_dir, config, {"processes": accelerator.num_processes, "grad_accum_steps": accum})
-
-    # ---- model, reference, objective
+    backbone, strategy = components.backbone, components.strategy
     torch.manual_seed(cfg_t.seed)  # LoRA init
-    backbone.to(device, weight_dtype)
-    unet = backbone.unet
-    if config.lora.enabled:
-        unet.to(device, dtype=weight_dtype) if weight_dtype != torch.float32 else unet.to(device)
-        add_lora(unet, config.lora)
-    else:
-        unet.to(device).float().requires_grad_(True)
+    backbone.to(accelerator.device, weight_dtype)
+    params = strategy.prepare(backbone, accelerator.device, weight_dtype)
+    denoiser = backbone.denoiser
     if cfg_t.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    objective = build_objective(config.objective)
-    reference = None
-    if objective.needs_reference:
-        if config.lora.enabled:
-            reference = AdapterDisabledReference(unet, accelerator.autocast)
-        else:
-            reference = FrozenCopyReference(unet, weight_dtype, accelerator.autocast)
-
-    params = [p for p in unet.parameters() if p.requires_grad]
+        denoiser.enable_gradient_checkpointing()
+    denoiser.train()
+    reference = strategy.reference(backbone, weight_dtype, accelerator.autocast) if components.objective.needs_reference else None
     optimizer = build_optimizer(params, config.optim)
     lr_scheduler = build_scheduler(optimizer, config.optim, cfg_t.max_steps)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(lr_scheduler, state)
-    if config.lora.enabled:
-        register_lora_hooks(accelerator)
-    if resume_path is not None:
-        accelerator.load_state(str(resume_path))
-        log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
-        if accelerator.is_main_process:
-            _drop_metrics_after(run_dir / "metrics.jsonl", state.global_step)
-            for abandoned in drop_later_checkpoints(run_dir, resume_path):
-                log.warning("removed %s: it belongs to the run abandoned by resuming from %s", abandoned, resume_path)
+    strategy.register_checkpoint_hooks(accelerator)
+    ctx = StepContext(backbone, components.objective, reference, cfg_t.seed, config.data.resolution, accelerator.device)
+    return Session(config, accelerator, components, denoiser, params, optimizer, lr_scheduler, state, ctx, accum)
 
-    # ---- data
-    sampler = SlotBatchSampler(state.next_slot, cfg_t.batch_size, accelerator.process_index, accelerator.num_processes)
+
+def _resume(session: Session, resume_path: Path) -> None:
+    session.accelerator.load_state(str(resume_path))
+    state = session.state
+    log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
+    if session.accelerator.is_main_process:
+        _drop_metrics_after(session.run_dir / "metrics.jsonl", state.global_step)
+        for abandoned in drop_later_checkpoints(session.run_dir, resume_path):
+            log.warning("removed %s: it belongs to the run abandoned by resuming from %s", abandoned, resume_path)
+
+
+def _batches(session: Session, stream: Any, collate: Any) -> Iterator[PairBatch]:
+    from torch.utils.data import DataLoader
+
+    from prefdiff.data.dataset import SlotBatchSampler
+
+    cfg_t, acc = session.config.train, session.accelerator
+    sampler = SlotBatchSampler(session.state.next_slot, cfg_t.batch_size, acc.process_index, acc.num_processes)
     # Its own generator: creating the iterator must not draw from the global RNG, or a resumed
     # run's dropout masks would drift from the uninterrupted run's.
     loader = DataLoader(
         stream,
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=config.data.num_workers,
+        num_workers=session.config.data.num_workers,
         generator=torch.Generator().manual_seed(cfg_t.seed),
     )
-    batches = iter(loader)
+    return iter(loader)
 
+
+def _optimizer_step(session: Session, batches: Iterator[PairBatch]) -> dict[str, float]:
+    """Accumulate ``accum`` micro-batches, step, and return the metrics averaged over
+    micro-batches and processes, with grad norm, lr and pairs seen."""
+    acc, config = session.accelerator, session.config
+    sums: dict[str, float] = defaultdict(float)
+    grad_norm = None
+    for _ in range(session.accum):
+        batch = next(batches)
+        with acc.accumulate(session.denoiser):
+            out = micro_batch_loss(session.ctx, session.denoiser, batch)
+            acc.backward(out.loss)
+            grad_norm = None
+            if acc.sync_gradients:
+                max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
+                grad_norm = acc.clip_grad_norm_(session.params, max_norm)
+            session.optimizer.step()
+            session.optimizer.zero_grad(set_to_none=True)
+        for key, value in out.metrics.items():
+            sums[key] += float(value) / session.accum
+    step_lr = float(session.lr_scheduler.get_last_lr()[0])  # the lr this step used
+    session.lr_scheduler.step()
+    state = session.state
+    state.global_step += 1
+    state.next_slot += session.pairs_per_step
+    state.pairs_seen += session.pairs_per_step
+    names = sorted(sums)
+    reduced = acc.reduce(torch.tensor([sums[k] for k in names], device=acc.device), reduction="mean")
+    metrics = {k: float(v) for k, v in zip(names, reduced.tolist(), strict=True)}
+    metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+    metrics["lr"] = step_lr
+    metrics["pairs_seen"] = float(state.pairs_seen)
+    return metrics
+
+
+def _record(session: Session, metrics: dict[str, float], progress: Any) -> None:
+    """Progress bar, metrics.jsonl (main process) and the tracker, every ``train.log_every`` steps."""
+    cfg_t, step = session.config.train, session.state.global_step
+    due = step % cfg_t.log_every == 0
+    if session.accelerator.is_main_process:
+        postfix = {"loss": f"{metrics['loss']:.4f}"}
+        if "implicit_acc" in metrics:
+            postfix["acc"] = f"{metrics['implicit_acc']:.2f}"
+        progress.set_postfix(postfix)
+        progress.update(1)
+        if due or step == cfg_t.max_steps:
+            with (session.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+    if cfg_t.report_to != "none" and due:
+        session.accelerator.log(metrics, step=step)
+
+
+def _after_step(session: Session) -> None:
+    """Checkpoint and validation images on their schedules."""
+    cfg_t, step = session.config.train, session.state.global_step
+    if cfg_t.checkpoint_every and step % cfg_t.checkpoint_every == 0:
+        save_checkpoint(session.accelerator, session.run_dir, step, cfg_t.keep_last)
+    if _validation_due(session) and session.accelerator.is_main_process:
+        _validate(session)
+
+
+def _validation_due(session: Session) -> bool:
+    cfg_t = session.config.train
+    return bool(cfg_t.validation_prompts and cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0)
+
+
+def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
+    """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint path."""
+    from tqdm.auto import tqdm
+
+    cfg_t = config.train
+    run_dir = Path(config.output_dir)
+    accelerator = _make_accelerator(config)
+    accum = _accumulation_steps(config, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = accum
+    resume_path = resolve_resume(run_dir, resume)
+
+    # inputs first, so that a bad model or dataset fails before anything is written
+    components = build_components(config, backbone)
+    stream, collate = build_pair_data(config.data, cfg_t.seed, components.backbone)
+    if accelerator.is_main_process:
+        result = components.strategy.result_path(components.backbone, run_dir).relative_to(run_dir)
+        extra = {"processes": accelerator.num_processes, "grad_accum_steps": accum, "result": str(result)}
+        write_run_info(run_dir, config, extra)
+
+    session = _prepare(config, accelerator, components, accum)
+    if resume_path is not None:
+        _resume(session, resume_path)
+    batches = _batches(session, stream, collate)
     if cfg_t.report_to != "none":
         accelerator.init_trackers("prefdiff", config=_tracker_config(config))
-    ctx = StepContext(backbone, objective, reference, cfg_t.seed, config.data.resolution, device)
-    pairs_per_step = cfg_t.batch_size * accelerator.num_processes * accum
-    metrics_file = run_dir / "metrics.jsonl"
     progress = tqdm(
-        total=cfg_t.max_steps, initial=state.global_step, desc="train", disable=not accelerator.is_main_process, dynamic_ncols=True
+        total=cfg_t.max_steps,
+        initial=session.state.global_step,
+        desc="train",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
     )
     last: dict[str, float] = {}
-    while state.global_step < cfg_t.max_steps:
-        sums: dict[str, float] = defaultdict(float)
-        for _ in range(accum):
-            batch = next(batches)
-            with accelerator.accumulate(unet):
-                out = micro_batch_loss(ctx, unet, batch)
-                accelerator.backward(out.loss)
-                grad_norm = None
-                if accelerator.sync_gradients:
-                    max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
-                    grad_norm = accelerator.clip_grad_norm_(params, max_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            for key, value in out.metrics.items():
-                sums[key] += float(value) / accum
-        step_lr = float(lr_scheduler.get_last_lr()[0])  # the lr this step used
-        lr_scheduler.step()
-        state.global_step += 1
-        state.next_slot += pairs_per_step
-        state.pairs_seen += pairs_per_step
-
-        names = sorted(sums)
-        reduced = accelerator.reduce(torch.tensor([sums[k] for k in names], device=device), reduction="mean")
-        last = {k: float(v) for k, v in zip(names, reduced.tolist(), strict=True)}
-        last["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
-        last["lr"] = step_lr
-        last["pairs_seen"] = float(state.pairs_seen)
-        if accelerator.is_main_process:
-            postfix = {"loss": f"{last['loss']:.4f}"}
-            if "implicit_acc" in last:
-                postfix["acc"] = f"{last['implicit_acc']:.2f}"
-            progress.set_postfix(postfix)
-            progress.update(1)
-            if state.global_step % cfg_t.log_every == 0 or state.global_step == cfg_t.max_steps:
-                with metrics_file.open("a") as f:
-                    f.write(json.dumps({"step": state.global_step, **last}) + "\n")
-        if cfg_t.report_to != "none" and state.global_step % cfg_t.log_every == 0:
-            accelerator.log(last, step=state.global_step)
-        if cfg_t.checkpoint_every and state.global_step % cfg_t.checkpoint_every == 0:
-            save_checkpoint(accelerator, run_dir, state.global_step, cfg_t.keep_last)
-        if (
-            cfg_t.validation_prompts
-            and cfg_t.validate_every
-            and state.global_step % cfg_t.validate_every == 0
-            and accelerator.is_main_process
-        ):
-            _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step, accelerator.autocast)
+    while session.state.global_step < cfg_t.max_steps:
+        last = _optimizer_step(session, batches)
+        _record(session, last, progress)
+        _after_step(session)
     progress.close()
+    return _finish(session, last)
 
-    accelerator.wait_for_everyone()
-    final = _save_final(config, backbone, accelerator, unet, run_dir)
-    if cfg_t.validation_prompts and accelerator.is_main_process and not (
-        cfg_t.validate_every and state.global_step % cfg_t.validate_every == 0
-    ):
-        _validate(config, backbone, accelerator.unwrap_model(unet), run_dir, state.global_step, accelerator.autocast)
-    accelerator.end_training()
-    return TrainResult(run_dir, final, state, last)
+
+def _finish(session: Session, last: dict[str, float]) -> TrainResult:
+    """Save the result, validate once more unless the last step just did, end the trackers."""
+    acc = session.accelerator
+    acc.wait_for_everyone()
+    final = session.components.strategy.result_path(session.components.backbone, session.run_dir)
+    if acc.is_main_process:
+        session.components.strategy.save_result(session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir)
+    acc.wait_for_everyone()
+    if session.config.train.validation_prompts and acc.is_main_process and not _validation_due(session):
+        _validate(session)
+    acc.end_training()
+    return TrainResult(session.run_dir, final, session.state, last)
 
 
 def _drop_metrics_after(metrics_file: Path, step: int) -> None:
@@ -250,31 +312,17 @@ def _drop_metrics_after(metrics_file: Path, step: int) -> None:
         metrics_file.write_text("".join(line + "\n" for line in kept))
 
 
-def _validate(config: Config, backbone: Backbone, unet: torch.nn.Module, run_dir: Path, step: int, autocast: Any) -> None:
+def _validate(session: Session) -> None:
+    config = session.config
     cfg_t = config.train
     generate_images(
-        backbone,
-        unet,
+        session.components.backbone,
+        session.accelerator.unwrap_model(session.denoiser),
         cfg_t.validation_prompts,
         cfg_t.validation_seeds,
-        run_dir / "validation" / f"step_{step:07d}",
+        session.run_dir / "validation" / f"step_{session.state.global_step:07d}",
         config.data.resolution,
         cfg_t.validation_steps,
         cfg_t.validation_guidance_scale,
-        autocast,
+        session.accelerator.autocast,
     )
-
-
-def _save_final(config: Config, backbone: Backbone, accelerator: Any, unet: torch.nn.Module, run_dir: Path) -> Path:
-    """LoRA in the diffusers format (``RUN/lora``) or the full UNet (``RUN/unet``)."""
-    model = accelerator.unwrap_model(unet)
-    if config.lora.enabled:
-        out = run_dir / "lora"
-        if accelerator.is_main_process:
-            save_lora_diffusers(backbone.pipeline_class(), model, out)
-    else:
-        out = run_dir / "unet"
-        if accelerator.is_main_process:
-            model.save_pretrained(str(out))
-    accelerator.wait_for_everyone()
-    return out

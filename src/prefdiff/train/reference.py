@@ -1,4 +1,4 @@
-"""The reference model: LoRA with adapters disabled, or a frozen copy for full fine-tuning.
+"""The reference model: LoRA with adapters disabled, or a frozen module for full fine-tuning.
 
 Either way the reference costs one no-grad forward over the whole ``[winners; losers]`` batch.
 """
@@ -12,58 +12,67 @@ from typing import Protocol
 
 import torch
 
-from prefdiff.models.base import Backbone, Conditioning
+from prefdiff.models.base import Backbone, DenoisingProblem
+
+Autocast = Callable[[], AbstractContextManager]
 
 
 class Reference(Protocol):
-    def errors(
-        self, backbone: Backbone, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, target: torch.Tensor
-    ) -> torch.Tensor:
+    def errors(self, backbone: Backbone, problem: DenoisingProblem) -> torch.Tensor:
         """Per-sample reference errors ``[N]`` (no grad)."""
         ...
 
 
 class AdapterDisabledReference:
-    """The policy UNet itself with its LoRA adapters switched off: no second copy in memory."""
+    """The policy denoiser itself with its LoRA adapters switched off: no second copy in memory."""
 
-    def __init__(self, unet: torch.nn.Module, autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
+    def __init__(self, denoiser: torch.nn.Module, autocast: Autocast = nullcontext) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        self.unet = unet  # the unwrapped module (not the DDP wrapper)
+        self.denoiser = denoiser  # the unwrapped module (not the DDP wrapper)
         self.autocast = autocast
-        # Toggle the adapter layers found once, rather than walking every module of the UNet at
-        # each step as ``unet.disable_adapters()`` does (4x cheaper on the tiny UNet).
-        self.adapter_layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+        # Toggle the adapter layers found once, rather than walking every module of the
+        # denoiser at each step as ``disable_adapters()`` does (4x cheaper on the tiny UNet).
+        self.adapter_layers = [m for m in denoiser.modules() if isinstance(m, BaseTunerLayer)]
         if not self.adapter_layers:
-            raise ValueError("the UNet has no LoRA adapters to disable")
+            raise ValueError(f"the {type(denoiser).__name__} has no LoRA adapters to disable")
 
     def _set_adapters(self, enabled: bool) -> None:
         for layer in self.adapter_layers:
             layer.enable_adapters(enabled)
 
     @torch.no_grad()
-    def errors(self, backbone: Backbone, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
+    def errors(self, backbone: Backbone, problem: DenoisingProblem) -> torch.Tensor:
         self._set_adapters(False)
         try:
             with self.autocast():
-                return backbone.denoising_errors(self.unet, noisy, timesteps, cond, target)
+                return backbone.errors(self.denoiser, problem)
         finally:
             self._set_adapters(True)
 
 
-class FrozenCopyReference:
-    """A frozen copy of the initial UNet (full fine-tuning), held in ``dtype``."""
+class ModuleReference:
+    """A frozen denoiser as the reference, used as given (no copy): the base model of a fully
+    fine-tuned one, for example."""
 
-    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype, autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
-        self.unet = copy.deepcopy(unet).to(dtype=dtype).eval().requires_grad_(False)
-        # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
-        # reference must use the same fp32 weights, or it differs from the policy at step 0.
-        for module in self.unet.modules():
-            if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
-                module.float()
+    def __init__(self, denoiser: torch.nn.Module, autocast: Autocast = nullcontext) -> None:
+        self.denoiser = denoiser
         self.autocast = autocast
 
     @torch.no_grad()
-    def errors(self, backbone: Backbone, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
+    def errors(self, backbone: Backbone, problem: DenoisingProblem) -> torch.Tensor:
         with self.autocast():
-            return backbone.denoising_errors(self.unet, noisy, timesteps, cond, target)
+            return backbone.errors(self.denoiser, problem)
+
+
+class FrozenCopyReference(ModuleReference):
+    """A frozen copy of the initial denoiser (full fine-tuning), held in ``dtype``."""
+
+    def __init__(self, denoiser: torch.nn.Module, dtype: torch.dtype, autocast: Autocast = nullcontext) -> None:
+        frozen = copy.deepcopy(denoiser).to(dtype=dtype).eval().requires_grad_(False)
+        # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
+        # reference must use the same fp32 weights, or it differs from the policy at step 0.
+        for module in frozen.modules():
+            if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
+                module.float()
+        super().__init__(frozen, autocast)

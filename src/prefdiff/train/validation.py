@@ -14,7 +14,7 @@ from prefdiff.models.base import Backbone
 @torch.no_grad()
 def generate_images(
     backbone: Backbone,
-    unet: torch.nn.Module,
+    denoiser: torch.nn.Module,
     prompts: list[str],
     seeds: list[int],
     out_dir: Path,
@@ -25,16 +25,16 @@ def generate_images(
 ) -> list[Path]:
     """One PNG per (prompt, seed): ``{prompt_index:02d}_seed{seed}.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipe = backbone.pipeline(unet=unet)
+    pipe = backbone.pipeline(denoiser=denoiser)
     pipe.set_progress_bar_config(disable=True)
-    was_training = unet.training
-    unet.eval()
+    was_training = denoiser.training
+    denoiser.eval()
     written = []
     try:
         for p_index, prompt in enumerate(prompts):
             for seed in seeds:
                 generator = torch.Generator(device="cpu").manual_seed(seed)
-                # under mixed precision the prepared UNet returns fp32 while the VAE holds
+                # under mixed precision the prepared denoiser returns fp32 while the VAE holds
                 # bf16/fp16 weights: autocast makes the decode take either
                 with autocast():
                     image = pipe(
@@ -49,5 +49,5 @@ def generate_images(
                 image.save(path)
                 written.append(path)
     finally:
-        unet.train(was_training)
+        denoiser.train(was_training)
     return written

@@ -48,13 +48,15 @@ def test_round_trip_equals_on_the_fly_encoding(tiny_sd, shapes_parquet, built_ca
         from_cache = collate_cached([cached[s] for s in slots])
         from_pixels = collate_pairs([live[s] for s in slots])
         for side in ("winner", "loser"):
-            mean, std = backbone.latent_distribution(from_pixels[f"{side}_pixels"])
-            assert torch.allclose(from_cache[f"{side}_latent_mean"], mean, atol=2e-3, rtol=2e-3)
-            assert torch.allclose(from_cache[f"{side}_latent_std"], std, atol=2e-3, rtol=2e-3)
-        cond = backbone.encode_prompts(from_pixels["prompts"])
-        assert torch.allclose(from_cache["prompt_cond"]["encoder_hidden_states"], cond["encoder_hidden_states"], atol=5e-3)
-        assert torch.equal(from_cache["original_size"], from_pixels["original_size"].int())
-        assert torch.equal(from_cache["crop_top_left"], from_pixels["crop_top_left"].int())
+            mean, std = backbone.latent_distribution(getattr(from_pixels, f"{side}_pixels"))
+            stats = getattr(from_cache, f"{side}_latents")
+            assert torch.allclose(stats.mean, mean, atol=2e-3, rtol=2e-3)
+            assert torch.allclose(stats.std, std, atol=2e-3, rtol=2e-3)
+        cond = backbone.encode_prompts(from_pixels.prompts)
+        assert torch.allclose(from_cache.prompt_cond["encoder_hidden_states"], cond["encoder_hidden_states"], atol=5e-3)
+        assert torch.equal(from_cache.original_size, from_pixels.original_size.int())
+        assert torch.equal(from_cache.crop_top_left, from_pixels.crop_top_left.int())
+        assert from_cache.slots == from_pixels.slots == slots and torch.equal(from_cache.labels, from_pixels.labels)
 
 
 def test_cache_resumes_after_an_interruption(tiny_sd, shapes_parquet, tmp_path, monkeypatch):

@@ -200,5 +200,5 @@ def test_dataloader_workers_see_the_same_batches(shards):
         return out
 
     for one, two in zip(batches(0), batches(2), strict=True):
-        assert one["prompts"] == two["prompts"] and one["slots"] == two["slots"]
-        assert torch.equal(one["winner_pixels"], two["winner_pixels"])
+        assert one.prompts == two.prompts and one.slots == two.slots
+        assert torch.equal(one.winner_pixels, two.winner_pixels)

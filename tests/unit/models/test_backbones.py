@@ -36,8 +36,8 @@ def test_sdxl_backbone_conditioning(tiny_sdxl):
     cond = backbone.encode_prompts(["a red circle"])
     assert cond["encoder_hidden_states"].shape == (1, 77, 64)  # two encoders of width 32, concatenated
     assert cond["text_embeds"].shape == (1, 32)
-    micro = {"original_size": torch.tensor([[600, 800], [512, 512]]), "crop_top_left": torch.tensor([[0, 44], [3, 0]])}
-    per_image = backbone.image_conditioning(cond, micro, resolution=32)
+    original_size, crop_top_left = torch.tensor([[600, 800], [512, 512]]), torch.tensor([[0, 44], [3, 0]])
+    per_image = backbone.image_conditioning(cond, original_size, crop_top_left, resolution=32)
     assert per_image["encoder_hidden_states"].shape[0] == 2
     # each image's own original size and crop box: (orig_h, orig_w, top, left, target_h, target_w)
     assert per_image["time_ids"].tolist() == [[600, 800, 0, 44, 32, 32], [512, 512, 3, 0, 32, 32]]
@@ -63,7 +63,7 @@ def test_not_a_pipeline_directory_says_what_it_found(tmp_path):
 
 def test_unsupported_pipeline_class_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(ModelLoadError, match="'FluxPipeline'.*StableDiffusionPipeline"):
+    with pytest.raises(ModelLoadError, match=r"'FluxPipeline'.*sd \(StableDiffusionPipeline\), sdxl \(StableDiffusionXLPipeline\)"):
         load_backbone(tmp_path)
 
 

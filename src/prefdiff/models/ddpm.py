@@ -1,0 +1,74 @@
+"""What the UNet families (SD 1.x/2.x, SDXL) share: a DDPM noise schedule with integer
+timesteps, epsilon or v-prediction, ``UNet2DConditionModel`` and ``AutoencoderKL``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefdiff.errors import ModelLoadError
+from prefdiff.models.base import Backbone, NoiseDraw, pair_generator
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+class DDPMBackbone(Backbone):
+    """A UNet trained on ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` with a target of ``eps`` or ``v``."""
+
+    def __init__(self, path: Path, components: dict[str, Any]) -> None:
+        super().__init__(path, components)
+        self.prediction_type: str = self.noise_scheduler.config.prediction_type
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.denoiser
+
+    @classmethod
+    def denoiser_class(cls) -> Any:
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel
+
+    @classmethod
+    def _load_components(cls, path: Path, prediction_type: str | None) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, DDPMScheduler
+
+        components: dict[str, Any] = {
+            "unet": cls.denoiser_class().from_pretrained(str(path), subfolder="unet"),
+            "vae": AutoencoderKL.from_pretrained(str(path), subfolder="vae"),
+            "noise_scheduler": DDPMScheduler.from_pretrained(str(path), subfolder="scheduler"),
+        }
+        components.update(cls._load_text_components(path))
+        chosen = prediction_type or components["noise_scheduler"].config.prediction_type
+        if chosen not in PREDICTION_TYPES:
+            raise ModelLoadError(f"{path}/scheduler: prediction_type {chosen!r} is not supported (epsilon, v_prediction)")
+        components["noise_scheduler"].register_to_config(prediction_type=chosen)
+        return components
+
+    @classmethod
+    def _load_text_components(cls, path: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def draw_noise(self, slots: list[int], seed: int, latent_shape: tuple[int, int, int]) -> NoiseDraw:
+        """Per pair, from its slot's generator: a timestep uniform in [0, T), the noise, then the
+        winner's and the loser's latent-sampling noise (in that order)."""
+        num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
+        noise, timesteps, eps_w, eps_l = [], [], [], []
+        for slot in slots:
+            gen = pair_generator(seed, slot)
+            timesteps.append(torch.randint(0, num_train_timesteps, (1,), generator=gen))
+            noise.append(torch.randn(latent_shape, generator=gen))
+            eps_w.append(torch.randn(latent_shape, generator=gen))
+            eps_l.append(torch.randn(latent_shape, generator=gen))
+        return NoiseDraw(torch.stack(noise), torch.cat(timesteps), torch.stack(eps_w), torch.stack(eps_l))
+
+    def noisy_input_and_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_t = sqrt(a_t) x_0 + sqrt(1-a_t) eps`` and the target: ``eps`` or ``v``."""
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "epsilon":
+            return noisy, noise
+        return noisy, self.noise_scheduler.get_velocity(latents, noise, timesteps)
