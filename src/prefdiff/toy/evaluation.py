@@ -13,14 +13,13 @@ import numpy as np
 from prefdiff.config import Config
 from prefdiff.evaluate.compare import pair_runs, read_manifest, write_comparison
 from prefdiff.evaluate.winrate import Comparison, decide
-from prefdiff.label.stats import win_rate
+from prefdiff.stats import LOSS, TIE, WIN, win_rate
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.oracle import faithfulness
 from prefdiff.toy.raters import panel_verdicts
 from prefdiff.toy.votes import score_files
 from prefdiff.toy.world import parse_caption, perceive
 
-WIN, LOSS, TIE = 0, 1, 2
 _FROM_LABEL = {1.0: WIN, 0.0: LOSS, 0.5: TIE}
 
 
