@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SHARED = ["prefdiff.stats"]
+SHARED = ["prefdiff.stats", "prefdiff.manifests"]
 
 
 @pytest.mark.parametrize("module", SHARED)

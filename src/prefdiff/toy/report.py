@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefdiff.evaluate.compare import read_manifest, svg_bars, svg_curve
+from prefdiff.evaluate.compare import svg_bars, svg_curve
+from prefdiff.manifests import read_manifest
 
 
 def _bars(summary: dict[str, Any]) -> str:
@@ -48,11 +49,11 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
         cells = []
         for name in ("base", "dpo", "sft"):
             images = "".join(
-                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k]["file"], out))}" title="seed {manifests[name][k]["seed"]}">'
+                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k].file, out))}" title="seed {manifests[name][k].seed}">'
                 for k in keys
             )
             cells.append(f"<td>{images}</td>")
-        rows.append(f"<tr><td>{html.escape(manifests['base'][keys[0]]['prompt'])}</td>{''.join(cells)}</tr>")
+        rows.append(f"<tr><td>{html.escape(manifests['base'][keys[0]].prompt)}</td>{''.join(cells)}</tr>")
     return f"<table class=g><tr><th>held-out caption</th><th>base</th><th>DPO</th><th>SFT</th></tr>{''.join(rows)}</table>"
 
 
