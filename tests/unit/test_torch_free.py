@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SHARED = ["prefdiff.stats", "prefdiff.manifests"]
+SHARED = ["prefdiff.stats", "prefdiff.manifests", "prefdiff.pickapic_parquet"]
 
 
 @pytest.mark.parametrize("module", SHARED)
