@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SHARED = ["prefdiff.stats", "prefdiff.manifests", "prefdiff.pickapic_parquet"]
+SHARED = ["prefdiff.stats", "prefdiff.manifests", "prefdiff.pickapic_parquet", "prefdiff.runlog"]
 
 
 @pytest.mark.parametrize("module", SHARED)

@@ -17,6 +17,7 @@ from typing import Any
 
 from prefdiff.evaluate.winrate import Comparison, summarize
 from prefdiff.manifests import ImagePairs, ManifestImage, pair_runs
+from prefdiff.runlog import METRICS_FILE, read_metrics
 
 
 def score_runs(run_a: Path, run_b: Path, pairs: ImagePairs, scorer: Any, batch_size: int = 16) -> list[Comparison]:
@@ -41,9 +42,9 @@ def _training_curve(image: ManifestImage) -> list[dict[str, Any]]:
     """metrics.jsonl of the training run behind a manifest image (found through its LoRA or UNet)."""
     for weights in (image.lora, image.unet):
         if weights:
-            metrics = Path(weights).parent / "metrics.jsonl"
+            metrics = Path(weights).parent / METRICS_FILE
             if metrics.is_file():
-                return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                return read_metrics(metrics)
     return []
 
 
