@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SHARED = ["prefdiff.stats", "prefdiff.manifests", "prefdiff.pickapic_parquet", "prefdiff.runlog"]
+SHARED = ["prefdiff.stats", "prefdiff.manifests", "prefdiff.pickapic_parquet", "prefdiff.runlog", "prefdiff.digest"]
 
 
 @pytest.mark.parametrize("module", SHARED)
