@@ -10,7 +10,10 @@ from typing import Annotated
 
 import typer
 
+from prefdiff.evaluate.scorers.registry import KINDS as SCORER_KINDS  # torch-free
 from prefdiff.label.cli import app as label_app
+
+SCORER_KINDS_HELP = ", ".join("python:module:function" if kind == "python" else kind for kind in SCORER_KINDS)
 
 app = typer.Typer(
     help="prefdiff: align text-to-image diffusion models with human preferences.",
@@ -157,7 +160,7 @@ def generate(
 def compare(
     run_a: Annotated[Path, typer.Argument(help="A folder written by `prefdiff generate` (the candidate).")],
     run_b: Annotated[Path, typer.Argument(help="The same prompt set and seeds from another model (the baseline).")],
-    scorer: Annotated[str, typer.Option(help="KIND:PATH (pickscore, hpsv2, aesthetic, clip, python:module:function) or a mix 0.7*A+0.3*B.")],
+    scorer: Annotated[str, typer.Option(help=f"KIND:PATH with a registered kind ({SCORER_KINDS_HELP}) or a mix 0.7*A+0.3*B.")],
     out: Annotated[Path, typer.Option(help="Directory for summary.json, scores.jsonl and report.html.")],
     tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
@@ -175,7 +178,7 @@ def compare(
 def label_ai(
     model: Annotated[Path, typer.Option(help="The pipeline that generates the two images per prompt.")],
     prompts: Annotated[Path, typer.Option(help="A prompt file (.txt, .tsv, .json, .jsonl).")],
-    scorer: Annotated[str, typer.Option(help="KIND:PATH or a weighted mix 0.7*A+0.3*B: the AI rater.")],
+    scorer: Annotated[str, typer.Option(help=f"KIND:PATH ({SCORER_KINDS_HELP}) or a weighted mix 0.7*A+0.3*B: the AI rater.")],
     out: Annotated[Path, typer.Option(help="Directory: images/, pairs.parquet (Pick-a-Pic format), label_ai.json.")],
     lora: Annotated[Path | None, typer.Option(help="A LoRA for the generating model.")] = None,
     tie_threshold: Annotated[float, typer.Option(help="Score differences within this become ties (label_0 = 0.5).")] = 0.0,

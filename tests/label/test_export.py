@@ -15,8 +15,8 @@ from prefdiff.label import assign
 from prefdiff.label.db import Database, migrate
 from prefdiff.label.export import export_study
 from prefdiff.label.sources import evaluation_source
-from prefdiff.label.stats import wilson_interval
 from prefdiff.label.studies import StudyOptions, add_raters, create_study, parse_questions
+from prefdiff.stats import wilson_interval
 
 T = 2  # tie
 # Per comparison position: the five raters' votes in image terms (0: run A's image, 1: B's).

@@ -16,7 +16,6 @@ runs the VAE or a text encoder; it draws fresh latents ``mean + std * eps`` per 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from prefdiff.data.readers import iter_pairs
 from prefdiff.data.report import ReadReport
 from prefdiff.data.schema import PreferencePair, open_image
 from prefdiff.data.transforms import transform_pair
+from prefdiff.digest import weights_digest
 from prefdiff.errors import DataError
 from prefdiff.models.base import Backbone, pair_generator
 
@@ -60,30 +60,13 @@ class CacheSettings:
 # ------------------------------------------------------------------------------ fingerprints
 
 
-def _weights_digest(directory: Path) -> str:
-    """Size plus sha256 of the first and last MiB of each weight file: changes when the weights
-    do, without reading gigabytes."""
-    digest = hashlib.sha256()
-    for file in sorted(directory.glob("*")):
-        if file.suffix not in (".safetensors", ".bin", ".json", ".txt"):
-            continue
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with file.open("rb") as f:
-            digest.update(f.read(2**20))
-            if size > 2**21:
-                f.seek(-(2**20), os.SEEK_END)
-                digest.update(f.read())
-    return digest.hexdigest()[:16]
-
-
 def model_fingerprint(backbone: Backbone) -> dict[str, str]:
     """What the cached encodings depend on: the family and the VAE, text encoder and tokenizer
     weights and configs (not the UNet, not the directory's location)."""
     fingerprint = {"family": backbone.family}
     for name in ("vae", *backbone.text_components):
         folder = backbone.path / name
-        fingerprint[name] = _weights_digest(folder) if folder.is_dir() else "missing"
+        fingerprint[name] = weights_digest(folder) if folder.is_dir() else "missing"
     return fingerprint
 
 

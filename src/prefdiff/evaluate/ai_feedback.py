@@ -12,6 +12,8 @@ from typing import Any
 
 from prefdiff.errors import ConfigError
 from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+from prefdiff.manifests import ImagePairs, read_manifest
+from prefdiff.pickapic_parquet import PickapicRow, write_pickapic_parquet
 
 
 def label_with_ai(
@@ -41,8 +43,8 @@ def label_with_ai(
     pairs = manifest_pairs(images_dir)
     labels, scores = [], []
     for first, second in pairs:
-        images = [Image.open(images_dir / r["file"]).convert("RGB") for r in (first, second)]
-        score_0, score_1 = scorer.score(images, [first["prompt"]] * 2)
+        images = [Image.open(images_dir / r.file).convert("RGB") for r in (first, second)]
+        score_0, score_1 = scorer.score(images, [first.prompt] * 2)
         labels.append(1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5)
         scores.append((float(score_0), float(score_1)))
     write_pair_parquet(out / "pairs.parquet", images_dir, pairs, labels, scores, str(model))
@@ -56,49 +58,38 @@ def label_with_ai(
     return counts
 
 
-def manifest_pairs(images_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def manifest_pairs(images_dir: Path) -> ImagePairs:
     """Images 0 and 1 of every prompt in ``images_dir/manifest.jsonl``, in prompt order."""
-    from prefdiff.evaluate.compare import read_manifest
-
     records = read_manifest(images_dir)
     return [(records[(p, 0)], records[(p, 1)]) for p in sorted({p for p, _ in records})]
+
+
+AI_FEEDBACK_COLUMNS = (
+    "caption", "jpg_0", "jpg_1", "label_0", "label_1", "score_0", "score_1", "model_0", "model_1",
+    "image_0_uid", "image_1_uid", "best_image_uid", "ranking_id", "has_label", "are_different",
+)  # fmt: skip
+"""The columns of an AI-feedback parquet: Pick-a-Pic's with the rater's scores."""
 
 
 def write_pair_parquet(
     path: Path,
     images_dir: Path,
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    pairs: ImagePairs,
     labels: list[float],
     scores: list[tuple[float, float]] | None = None,
     model: str = "",
 ) -> Path:
-    """Write Pick-a-Pic-format rows for ``pairs`` of manifest records (images in ``images_dir``,
-    embedded as PNG bytes) with ``label_0`` from ``labels`` (1, 0 or 0.5)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns: dict[str, list[Any]] = {k: [] for k in (
-        "caption", "jpg_0", "jpg_1", "label_0", "label_1", "score_0", "score_1", "model_0", "model_1",
-        "image_0_uid", "image_1_uid", "best_image_uid", "ranking_id", "has_label", "are_different",
-    )}
+    """Write Pick-a-Pic-format rows for ``pairs`` of manifest images (in ``images_dir``,
+    embedded as PNG bytes) with ``label_0`` from ``labels`` (1, 0 or 0.5), in one row group."""
+    rows = []
     for index, ((first, second), label_0) in enumerate(zip(pairs, labels, strict=True)):
-        uids = [f"p{r['prompt_index']}_i{r['image_index']}_s{r['seed']}" for r in (first, second)]
-        columns["caption"].append(first["prompt"])
-        columns["jpg_0"].append((images_dir / first["file"]).read_bytes())
-        columns["jpg_1"].append((images_dir / second["file"]).read_bytes())
-        columns["label_0"].append(float(label_0))
-        columns["label_1"].append(1.0 - float(label_0))
         score_0, score_1 = scores[index] if scores is not None else (None, None)
-        columns["score_0"].append(score_0)
-        columns["score_1"].append(score_1)
-        columns["model_0"].append(model)
-        columns["model_1"].append(model)
-        columns["image_0_uid"].append(uids[0])
-        columns["image_1_uid"].append(uids[1])
-        columns["best_image_uid"].append(uids[0] if label_0 == 1.0 else uids[1] if label_0 == 0.0 else "")
-        columns["ranking_id"].append(first["prompt_index"])
-        columns["has_label"].append(True)
-        columns["are_different"].append(True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path)
+        uid_0, uid_1 = (f"p{r.prompt_index}_i{r.image_index}_s{r.seed}" for r in (first, second))
+        rows.append(PickapicRow(
+            caption=first.prompt, jpg_0=(images_dir / first.file).read_bytes(),
+            jpg_1=(images_dir / second.file).read_bytes(), label_0=float(label_0),
+            ranking_id=first.prompt_index, image_0_uid=uid_0, image_1_uid=uid_1,
+            model_0=model, model_1=model, extra={"score_0": score_0, "score_1": score_1},
+        ))  # fmt: skip
+    write_pickapic_parquet(path, rows, AI_FEEDBACK_COLUMNS)
     return path

@@ -2,8 +2,9 @@
 runs of the same prompt set, scored by a reward model, into summary.json and report.html.
 
 A run is a folder written by `prefdiff generate` (its ``manifest.jsonl`` names each image's
-prompt, indices and seed). Comparisons pair images by (prompt_index, image_index); runs made
-from different prompts or seeds are refused, since they are not paired.
+prompt, indices and seed), read and paired by `prefdiff.manifests`. Comparisons pair images by
+(prompt_index, image_index); runs made from different prompts or seeds are refused, since they
+are not paired.
 """
 
 from __future__ import annotations
@@ -14,53 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefdiff.errors import DataError
 from prefdiff.evaluate.winrate import Comparison, summarize
+from prefdiff.manifests import ImagePairs, ManifestImage, pair_runs
+from prefdiff.runlog import METRICS_FILE, read_metrics
 
 
-def read_manifest(run: Path) -> dict[tuple[int, int], dict[str, Any]]:
-    """The records of ``run/manifest.jsonl`` keyed by (prompt_index, image_index)."""
-    manifest = run / "manifest.jsonl"
-    if not manifest.is_file():
-        raise DataError(f"{run}: no manifest.jsonl (make runs with `prefdiff generate`)")
-    records = {}
-    for line_number, line in enumerate(manifest.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            key = (int(record["prompt_index"]), int(record["image_index"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{manifest}: line {line_number} is not a manifest record ({err})") from None
-        records[key] = record
-    return records
-
-
-def pair_runs(run_a: Path, run_b: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Matching records of two runs, or a DataError naming the first key that is not paired."""
-    a, b = read_manifest(run_a), read_manifest(run_b)
-    if a.keys() != b.keys():
-        only = sorted(a.keys() ^ b.keys())[:3]
-        raise DataError(f"{run_a} and {run_b} are not paired: (prompt_index, image_index) {only} is in only one of them")
-    pairs = []
-    for key in sorted(a):
-        for field in ("prompt", "seed"):
-            if a[key][field] != b[key][field]:
-                raise DataError(
-                    f"{run_a} and {run_b} are not paired: image {key} has {field} {a[key][field]!r} in one and "
-                    f"{b[key][field]!r} in the other (generate both from the same prompt file and base seed)"
-                )
-        for run, record in ((run_a, a[key]), (run_b, b[key])):
-            if not (run / record["file"]).is_file():
-                raise DataError(f"{run}: image {record['file']} named in manifest.jsonl is missing")
-        pairs.append((a[key], b[key]))
-    return pairs
-
-
-Pairs = list[tuple[dict[str, Any], dict[str, Any]]]
-
-
-def score_runs(run_a: Path, run_b: Path, pairs: Pairs, scorer: Any, batch_size: int = 16) -> list[Comparison]:
+def score_runs(run_a: Path, run_b: Path, pairs: ImagePairs, scorer: Any, batch_size: int = 16) -> list[Comparison]:
     """Score every paired image (``pairs`` from :func:`pair_runs`) with ``scorer.score(images, prompts)``."""
     from PIL import Image
     from tqdm.auto import tqdm
@@ -68,23 +28,23 @@ def score_runs(run_a: Path, run_b: Path, pairs: Pairs, scorer: Any, batch_size: 
     comparisons = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="score", unit="batch", disable=len(pairs) <= batch_size):
         batch = pairs[start : start + batch_size]
-        prompts = [ra["prompt"] for ra, _ in batch]
+        prompts = [ra.prompt for ra, _ in batch]
         scores = {}
         for side, run in (("a", run_a), ("b", run_b)):
-            images = [Image.open(run / (ra if side == "a" else rb)["file"]).convert("RGB") for ra, rb in batch]
+            images = [Image.open(run / (ra if side == "a" else rb).file).convert("RGB") for ra, rb in batch]
             scores[side] = scorer.score(images, prompts)
         for (ra, _), score_a, score_b in zip(batch, scores["a"], scores["b"], strict=True):
-            comparisons.append(Comparison(ra["prompt_index"], ra["image_index"], float(score_a), float(score_b), ra.get("category")))
+            comparisons.append(Comparison(ra.prompt_index, ra.image_index, float(score_a), float(score_b), ra.category))
     return comparisons
 
 
-def _training_curve(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """metrics.jsonl of the training run behind a manifest record (found through its LoRA or UNet)."""
-    for key in ("lora", "unet"):
-        if record.get(key):
-            metrics = Path(record[key]).parent / "metrics.jsonl"
+def _training_curve(image: ManifestImage) -> list[dict[str, Any]]:
+    """metrics.jsonl of the training run behind a manifest image (found through its LoRA or UNet)."""
+    for weights in (image.lora, image.unet):
+        if weights:
+            metrics = Path(weights).parent / METRICS_FILE
             if metrics.is_file():
-                return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                return read_metrics(metrics)
     return []
 
 
@@ -125,22 +85,22 @@ def svg_curve(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def write_report(
-    out: Path, run_a: Path, run_b: Path, pairs: Pairs, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24
+    out: Path, run_a: Path, run_b: Path, pairs: ImagePairs, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24
 ) -> Path:
     """report.html: bars with intervals, a side-by-side grid (images referenced by relative path),
     and the training curves of the runs behind A and B when their metrics are found."""
-    by_key = {(ra["prompt_index"], ra["image_index"]): (ra, rb) for ra, rb in pairs}
+    by_key = {ra.key: (ra, rb) for ra, rb in pairs}
     bars = [("overall", summary["win_rate"], *summary["win_rate_ci"])]
     bars += [(name, c["win_rate"], *c["win_rate_ci"]) for name, c in summary["by_category"].items()]
     rows = []
     for comparison in comparisons[:max_rows]:
         ra, rb = by_key[(comparison.prompt_index, comparison.image_index)]
-        src_a = html.escape(os.path.relpath(run_a / ra["file"], out))
-        src_b = html.escape(os.path.relpath(run_b / rb["file"], out))
+        src_a = html.escape(os.path.relpath(run_a / ra.file, out))
+        src_b = html.escape(os.path.relpath(run_b / rb.file, out))
         mark_a = " class=win" if comparison.score_a > comparison.score_b else ""
         mark_b = " class=win" if comparison.score_b > comparison.score_a else ""
         rows.append(
-            f"<tr><td>{html.escape(ra['prompt'])}<br><small>seed {ra['seed']}</small></td>"
+            f"<tr><td>{html.escape(ra.prompt)}<br><small>seed {ra.seed}</small></td>"
             f"<td{mark_a}><img src=\"{src_a}\"><br>{comparison.score_a:.3f}</td>"
             f"<td{mark_b}><img src=\"{src_b}\"><br>{comparison.score_b:.3f}</td></tr>"
         )
@@ -177,7 +137,7 @@ def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_marg
 
 
 def write_comparison(
-    out: Path, run_a: Path, run_b: Path, pairs: Pairs, comparisons: list[Comparison], scorer_spec: str, tie_margin: float = 0.0
+    out: Path, run_a: Path, run_b: Path, pairs: ImagePairs, comparisons: list[Comparison], scorer_spec: str, tie_margin: float = 0.0
 ) -> dict[str, Any]:
     """Summarise scored comparisons into ``out/summary.json``, ``out/scores.jsonl`` and
     ``out/report.html``; returns the summary."""

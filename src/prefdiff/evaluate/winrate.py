@@ -1,8 +1,9 @@
 """Paired win rates: per comparison (same prompt, same seed) decide A vs B, then the win rate of
 A with ties counted half, a Wilson interval over comparisons and a bootstrap over prompts.
 
-Pure functions over plain numbers; the arithmetic is unit-tested by hand. The Wilson interval is
-the label app's (`prefdiff.label.stats`), so human and automatic results line up.
+Pure functions over plain numbers; the arithmetic is unit-tested by hand. The decisions, the win
+rate and its Wilson interval are `prefdiff.stats`, the label app's too, so human and automatic
+results line up.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefdiff.label.stats import WinRate, win_rate
+from prefdiff.stats import LOSS, TIE, WIN, WinRate, win_rate
 
-WIN, LOSS, TIE = 0, 1, 2  # of A over B, as in the label app's choices
+__all__ = ["LOSS", "TIE", "WIN", "Comparison", "bootstrap_interval", "decide", "summarize"]
 
 
 @dataclass(frozen=True)

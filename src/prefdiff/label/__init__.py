@@ -5,7 +5,8 @@ parquet and `summary.json`).
 
 Modules: `db` (engine, SQLite pragmas, Alembic migrations), `schema` (tables), `sources`
 (manifest / pairs readers), `studies` (creating studies and raters), `assign` (handing out
-comparisons, recording votes), `stats` (majority, agreement, Wilson interval), `export`,
+comparisons, recording votes), `export`,
 `report` (progress and results of a study), `writer` (group commit of the rater endpoints'
 writes), `security`, `app` / `admin` (the FastAPI web app) and `cli` (`prefdiff label ...`).
+Majority, agreement and the Wilson interval are `prefdiff.stats`, shared with `prefdiff compare`.
 """

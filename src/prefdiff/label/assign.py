@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from prefdiff.label.db import Database
 from prefdiff.label.errors import BadRequestError, ConflictError, NotFoundError
 from prefdiff.label.schema import (
-    TIE,
     Assignment,
     Comparison,
     ImageRoot,
@@ -39,6 +38,7 @@ from prefdiff.label.schema import (
     utcnow,
 )
 from prefdiff.label.studies import hash_token
+from prefdiff.stats import TIE
 
 SIDES = ("left", "right", "tie")
 

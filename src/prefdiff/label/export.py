@@ -2,17 +2,15 @@
 Pick-a-Pic-format parquet (trainable by prefdiff's Pick-a-Pic reader), and for evaluation
 studies the same `summary.json` that `prefdiff compare` writes.
 
-Pick-a-Pic conventions: `label_0 == 1` means image 0 won, `0` that image 1 won, `0.5` a tie
-(prefdiff's reader drops ties by default). `jpg_0` / `jpg_1` hold the image files' bytes as
-they are on disk (PNG bytes stay PNG: readers decode them with PIL whatever the column name).
+The Pick-a-Pic parquet is written by `prefdiff.pickapic_parquet` (its conventions are there):
+`label_0 == 1` means image 0 won, `0` that image 1 won, `0.5` a tie; `jpg_0` / `jpg_1` hold the
+image files' bytes as they are on disk.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,16 @@ from sqlalchemy import select
 
 from prefdiff.label.db import Database
 from prefdiff.label.errors import StudyError
-from prefdiff.label.report import decisions, load_votes, study_summary
+from prefdiff.label.report import Decision, decisions, load_votes, study_summary
 from prefdiff.label.schema import Comparison, ImageRoot
 from prefdiff.label.security import resolve_image
 from prefdiff.label.studies import find_study
+from prefdiff.pickapic_parquet import (
+    PICKAPIC_COLUMNS,
+    PickapicRow,
+    image_uid,
+    write_pickapic_parquet,
+)
 
 VOTE_COLUMNS = [
     "vote_id", "study", "question", "comparison_id", "comparison_position", "prompt",
@@ -121,11 +125,6 @@ def _votes_schema() -> Any:
     return pa.schema([(c, pa.int64() if c in ints else pa.string()) for c in VOTE_COLUMNS])
 
 
-def image_uid(data: bytes) -> str:
-    """A stable id of an image's content (UUID-formatted, from its SHA-256)."""
-    return str(uuid.UUID(bytes=hashlib.sha256(data).digest()[:16]))
-
-
 def _read_image(root: str, relative: str, where: str) -> bytes:
     target = resolve_image(root, relative)
     if target is None:
@@ -133,21 +132,10 @@ def _read_image(root: str, relative: str, where: str) -> bytes:
     return target.read_bytes()
 
 
-def _pickapic_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
-        ("label_0", pa.float64()), ("label_1", pa.float64()),
-        ("image_0_uid", pa.string()), ("image_1_uid", pa.string()),
-        ("best_image_uid", pa.string()), ("ranking_id", pa.int64()), ("user_id", pa.int64()),
-        ("has_label", pa.bool_()), ("are_different", pa.bool_()),
-        ("created_at", pa.timestamp("us", tz="UTC")), ("num_example_per_prompt", pa.int64()),
-        ("model_0", pa.string()), ("model_1", pa.string()),
-        ("image_0_url", pa.string()), ("image_1_url", pa.string()),
-        ("votes_0", pa.int64()), ("votes_1", pa.int64()), ("votes_tie", pa.int64()),
-        ("study", pa.string()), ("question", pa.string()), ("category", pa.string()),
-    ])  # fmt: skip
+EXPORT_COLUMNS = (
+    *PICKAPIC_COLUMNS, "votes_0", "votes_1", "votes_tie", "study", "question", "category",
+)
+"""The columns of a study's Pick-a-Pic export: Pick-a-Pic v2's, the vote counts and the study."""
 
 
 def write_pickapic(
@@ -160,9 +148,6 @@ def write_pickapic(
     study's first question by default), or with any vote when `include_incomplete`.
     `user_id` is 0 (a decision of several raters); `ranking_id` is the comparison id.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with db.read() as session:
         study = find_study(session, study_ref)
         study_id, study_name, k = study.id, study.name, study.raters_per_comparison
@@ -175,32 +160,29 @@ def write_pickapic(
     comparisons = _comparisons(db, study_id)
     ordered = sorted(decided.values(), key=lambda d: comparisons[d.comparison_id].position)
     per_prompt = Counter(comparisons[d.comparison_id].prompt for d in ordered)
-    schema = _pickapic_schema()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, max(len(ordered), 1), _BATCH):
-            batch = []
-            for d in ordered[start : start + _BATCH]:
-                c = comparisons[d.comparison_id]
-                where = f"study {study_name!r} comparison {c.id}"
-                jpg_0, jpg_1 = _read_image(c.root_0, c.path_0, where), _read_image(c.root_1, c.path_1, where)
-                uid_0, uid_1 = image_uid(jpg_0), image_uid(jpg_1)
-                label_0 = {0: 1.0, 1: 0.0, 2: 0.5}[d.decision]
-                batch.append({
-                    "caption": c.prompt, "jpg_0": jpg_0, "jpg_1": jpg_1,
-                    "label_0": label_0, "label_1": 1.0 - label_0,
-                    "image_0_uid": uid_0, "image_1_uid": uid_1,
-                    "best_image_uid": {0: uid_0, 1: uid_1, 2: ""}[d.decision],
-                    "ranking_id": c.id, "user_id": 0, "has_label": True,
-                    "are_different": uid_0 != uid_1, "created_at": d.last_vote_at,
-                    "num_example_per_prompt": per_prompt[c.prompt],
-                    "model_0": c.model_0, "model_1": c.model_1,
-                    "image_0_url": c.path_0, "image_1_url": c.path_1,
-                    "votes_0": d.counts[0], "votes_1": d.counts[1], "votes_tie": d.counts[2],
-                    "study": study_name, "question": question, "category": c.category,
-                })  # fmt: skip
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema) if batch else schema.empty_table())
+    rows = (_pickapic_row(d, comparisons[d.comparison_id], per_prompt, study_name, question) for d in ordered)
+    write_pickapic_parquet(path, rows, EXPORT_COLUMNS, rows_per_group=_BATCH)
     return len(ordered)
+
+
+def _pickapic_row(
+    decision: Decision, c: _ComparisonInfo, per_prompt: Counter[str], study_name: str, question: str
+) -> PickapicRow:
+    """One decided comparison as a Pick-a-Pic row (its images read from disk)."""
+    where = f"study {study_name!r} comparison {c.id}"
+    jpg_0, jpg_1 = _read_image(c.root_0, c.path_0, where), _read_image(c.root_1, c.path_1, where)
+    uid_0, uid_1 = image_uid(jpg_0), image_uid(jpg_1)
+    return PickapicRow(
+        caption=c.prompt, jpg_0=jpg_0, jpg_1=jpg_1, label_0={0: 1.0, 1: 0.0, 2: 0.5}[decision.decision],
+        ranking_id=c.id, image_0_uid=uid_0, image_1_uid=uid_1, model_0=c.model_0, model_1=c.model_1,
+        are_different=uid_0 != uid_1,
+        extra={
+            "user_id": 0, "created_at": decision.last_vote_at, "num_example_per_prompt": per_prompt[c.prompt],
+            "image_0_url": c.path_0, "image_1_url": c.path_1, "votes_0": decision.counts[0],
+            "votes_1": decision.counts[1], "votes_tie": decision.counts[2], "study": study_name,
+            "question": question, "category": c.category,
+        },
+    )  # fmt: skip
 
 
 def evaluation_summary(

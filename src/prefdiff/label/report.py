@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session
 from prefdiff.label.assign import as_utc
 from prefdiff.label.db import Database
 from prefdiff.label.schema import Assignment, Comparison, Question, Rater, Study, Vote
-from prefdiff.label.stats import (
+from prefdiff.label.studies import find_study
+from prefdiff.stats import (
     agreement,
     majority,
     rater_agreement_with_majority,
     win_rate,
 )
-from prefdiff.label.studies import find_study
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class Assignment(Base):
 class Vote(Base):
     """One rater's answer to one question about one comparison.
 
-    `choice` is in comparison terms: 0 (image 0 wins), 1 (image 1 wins) or 2 (tie); `side` is
+    `choice` is in comparison terms: 0 (image 0 wins), 1 (image 1 wins) or 2 (tie), `prefdiff.stats.WIN/LOSS/TIE`; `side` is
     what the rater clicked: "left", "right" or "tie".
     """
 
@@ -167,6 +167,3 @@ class Vote(Base):
     side: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-
-TIE = 2
-"""`Vote.choice` value of a tie."""

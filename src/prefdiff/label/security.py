@@ -11,7 +11,7 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from prefdiff.label.sources import IMAGE_SUFFIXES
+from prefdiff.manifests import IMAGE_SUFFIXES
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

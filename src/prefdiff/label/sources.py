@@ -2,13 +2,9 @@
 unlabelled pairs (collection studies). They return `ComparisonSpec`s whose image paths are
 relative to a registered image directory; every path is checked to stay inside it.
 
-Generation manifest — a run directory holding `manifest.jsonl`, one JSON object per image:
-
-    {"prompt": str, "prompt_index": int, "image_index": int, "seed": int,
-     "file": "relative/path.png", "category": str | null, "model": str, "lora": str | null}
-
-    (other keys, e.g. "unet", "steps", "guidance_scale", are allowed; "unet" joins the model
-    name in the exports)
+Generation manifest — a run directory holding `manifest.jsonl`, read and paired by
+`prefdiff.manifests` (the reader `prefdiff compare` uses too; its docstring has the format).
+Its errors reach the label app as `StudyError`s.
 
 Pairs file — `pairs.jsonl`, one JSON object per pair, image paths relative to the file:
 
@@ -20,16 +16,38 @@ sorted file-name order as image 0 and image 1).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from prefdiff.jsonl import json_lines
+from prefdiff import manifests
 from prefdiff.label.errors import StudyError
+from prefdiff.manifests import (
+    IMAGE_SUFFIXES,
+    MANIFEST_NAME,
+    ImageKey,
+    ManifestError,
+    ManifestImage,
+    UnpairedRunsError,
+    json_objects,
+    required,
+)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
-MANIFEST_NAME = "manifest.jsonl"
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MANIFEST_NAME",
+    "ComparisonSpec",
+    "ManifestImage",
+    "Source",
+    "collection_source",
+    "evaluation_source",
+    "pairs_file_source",
+    "pairs_folder_source",
+    "read_manifest",
+    "safe_relative",
+]
 
 
 @dataclass(frozen=True)
@@ -60,107 +78,43 @@ class Source:
     description: dict[str, Any] | None = None
 
 
-def safe_relative(root: Path, relative: str, where: str) -> str:
-    """Check that `relative` names an existing image file inside `root`; return it normalised.
-
-    Refuses absolute paths, `..` components and symlinks that lead outside `root`.
-    """
-    if not isinstance(relative, str) or not relative.strip():
-        raise StudyError(f"{where}: image path must be a non-empty string, got {relative!r}")
-    posix = PurePosixPath(relative.replace("\\", "/"))
-    if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]):
-        raise StudyError(f"{where}: image path {relative!r} must be relative and inside {root}")
-    target = (root / Path(*posix.parts)).resolve()
-    if not target.is_relative_to(root):
-        raise StudyError(f"{where}: image {relative!r} resolves outside {root} (symlink?)")
-    if not target.is_file():
-        raise StudyError(f"{where}: image file not found: {root / Path(*posix.parts)}")
-    if target.suffix.lower() not in IMAGE_SUFFIXES:
-        raise StudyError(f"{where}: {relative!r} is not an image ({sorted(IMAGE_SUFFIXES)})")
-    return posix.as_posix()
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON-lines file."""
-    if not path.is_file():
-        raise StudyError(f"file not found: {path}")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for line_no, row in json_lines(path):
-        if isinstance(row, json.JSONDecodeError):
-            raise StudyError(f"{path}:{line_no}: not valid JSON ({row.msg})")
-        if not isinstance(row, dict):
-            raise StudyError(f"{path}:{line_no}: expected a JSON object")
-        rows.append((line_no, row))
-    if not rows:
-        raise StudyError(f"{path}: no rows")
-    return rows
-
-
-def _field(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """`row[key]`, checked for presence and type."""
-    if key not in row:
-        raise StudyError(f"{where}: missing key {key!r}")
-    value = row[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise StudyError(f"{where}: key {key!r} has the wrong type ({type(value).__name__})")
-    return value
-
-
-@dataclass(frozen=True)
-class ManifestImage:
-    """One row of a generation manifest."""
-
-    prompt: str
-    prompt_index: int
-    image_index: int
-    seed: int
-    file: str
-    category: str | None
-    model: str
-    lora: str | None
-    unet: str | None = None  # optional key: a tuned UNet replacing the pipeline's
-
-    @property
-    def model_label(self) -> str:
-        """The model name, with the LoRA or tuned UNet when there is one."""
-        label = f"{self.model}+{self.lora}" if self.lora else self.model
-        return f"{label}+unet:{self.unet}" if self.unet else label
-
-
-def read_manifest(run_dir: Path) -> dict[tuple[int, int], ManifestImage]:
-    """Read `run_dir/manifest.jsonl`, keyed by (prompt_index, image_index)."""
-    run_dir = run_dir.resolve()
-    path = run_dir / MANIFEST_NAME
-    images: dict[tuple[int, int], ManifestImage] = {}
-    for line_no, row in _read_jsonl(path):
-        where = f"{path}:{line_no}"
-        category = row.get("category")
-        lora = row.get("lora")
-        unet = row.get("unet")
-        if unet is not None and not isinstance(unet, str):
-            raise StudyError(f"{where}: key 'unet' must be a string or null")
-        if category is not None and not isinstance(category, str):
-            raise StudyError(f"{where}: key 'category' must be a string or null")
-        if lora is not None and not isinstance(lora, str):
-            raise StudyError(f"{where}: key 'lora' must be a string or null")
-        image = ManifestImage(
-            prompt=_field(row, "prompt", str, where),
-            prompt_index=_field(row, "prompt_index", int, where),
-            image_index=_field(row, "image_index", int, where),
-            seed=_field(row, "seed", int, where),
-            file=safe_relative(run_dir, _field(row, "file", str, where), where),
-            category=category,
-            model=_field(row, "model", str, where),
-            lora=lora,
-            unet=unet,
+def _unpaired(error: UnpairedRunsError) -> StudyError:
+    """The label app's wording of two runs that are not paired."""
+    if error.field is None:
+        return StudyError(
+            f"runs {error.run_a} and {error.run_b} do not hold the same (prompt_index, image_index) set: "
+            f"only in A {error.only_a[:5]}, only in B {error.only_b[:5]}"
         )
-        key = (image.prompt_index, image.image_index)
-        if key in images:
-            raise StudyError(f"{where}: duplicate (prompt_index, image_index) = {key}")
-        images[key] = image
-    return images
+    return StudyError(
+        f"{error.field} differs at (prompt_index, image_index) = {error.key}: {error.value_a!r} in {error.run_a}, "
+        f"{error.value_b!r} in {error.run_b}"
+    )
 
 
+@contextmanager
+def _as_study_errors() -> Iterator[None]:
+    """Report `prefdiff.manifests`' errors as `StudyError`s (a decorator too)."""
+    try:
+        yield
+    except UnpairedRunsError as error:
+        raise _unpaired(error) from None
+    except ManifestError as error:
+        raise StudyError(str(error)) from None
+
+
+@_as_study_errors()
+def safe_relative(root: Path, relative: str, where: str) -> str:
+    """`prefdiff.manifests.safe_relative`: `relative` names an image file inside `root`."""
+    return manifests.safe_relative(root, relative, where)
+
+
+@_as_study_errors()
+def read_manifest(run_dir: Path) -> dict[ImageKey, ManifestImage]:
+    """Read `run_dir/manifest.jsonl`, keyed by (prompt_index, image_index)."""
+    return manifests.read_manifest(run_dir)
+
+
+@_as_study_errors()
 def evaluation_source(
     run_a: Path, run_b: Path, name_a: str | None = None, name_b: str | None = None
 ) -> Source:
@@ -169,34 +123,15 @@ def evaluation_source(
     Refuses runs whose keys, prompts or seeds differ: the comparison must be the same prompt
     and the same starting noise, or the win rate means nothing.
     """
-    images_a, images_b = read_manifest(run_a), read_manifest(run_b)
-    only_a, only_b = sorted(images_a.keys() - images_b.keys()), sorted(images_b.keys() - images_a.keys())
-    if only_a or only_b:
-        raise StudyError(
-            f"runs {run_a} and {run_b} do not hold the same (prompt_index, image_index) set: "
-            f"only in A {only_a[:5]}, only in B {only_b[:5]}"
-        )
-    comparisons = []
-    for key in sorted(images_a):
-        a, b = images_a[key], images_b[key]
-        if a.prompt != b.prompt:
-            raise StudyError(
-                f"prompt differs at (prompt_index, image_index) = {key}: {a.prompt!r} in {run_a}, "
-                f"{b.prompt!r} in {run_b}"
-            )
-        if a.seed != b.seed:
-            raise StudyError(
-                f"seed differs at (prompt_index, image_index) = {key}: {a.seed} in {run_a}, "
-                f"{b.seed} in {run_b}"
-            )
-        comparisons.append(
-            ComparisonSpec(
-                prompt=a.prompt, root_0=0, path_0=a.file, root_1=1, path_1=b.file,
-                category=a.category if a.category is not None else b.category,
-                prompt_index=a.prompt_index, image_index=a.image_index, seed=a.seed,
-                model_0=a.model_label, model_1=b.model_label,
-            )
+    comparisons = [
+        ComparisonSpec(
+            prompt=a.prompt, root_0=0, path_0=a.file, root_1=1, path_1=b.file,
+            category=a.category if a.category is not None else b.category,
+            prompt_index=a.prompt_index, image_index=a.image_index, seed=a.seed,
+            model_0=a.model_label, model_1=b.model_label,
         )  # fmt: skip
+        for a, b in manifests.pair_runs(run_a, run_b)
+    ]
     return Source(
         roots=[run_a.resolve(), run_b.resolve()],
         comparisons=comparisons,
@@ -206,20 +141,21 @@ def evaluation_source(
     )
 
 
+@_as_study_errors()
 def pairs_file_source(path: Path) -> Source:
     """Unlabelled pairs from a `pairs.jsonl` (any existing chosen/rejected label is ignored)."""
     path = path.resolve()
     root = path.parent
     comparisons = []
-    for line_no, row in _read_jsonl(path):
+    for line_no, row in json_objects(path):
         where = f"{path}:{line_no}"
-        prompt = _field(row, "prompt", str, where)
+        prompt = required(row, "prompt", str, where)
         if "image_0" in row or "image_1" in row:
             first, second = "image_0", "image_1"
         else:
             first, second = "chosen", "rejected"
-        path_0 = safe_relative(root, _field(row, first, str, where), where)
-        path_1 = safe_relative(root, _field(row, second, str, where), where)
+        path_0 = safe_relative(root, required(row, first, str, where), where)
+        path_1 = safe_relative(root, required(row, second, str, where), where)
         if path_0 == path_1:
             raise StudyError(f"{where}: both images are the same file {path_0!r}")
         comparisons.append(ComparisonSpec(prompt=prompt, root_0=0, path_0=path_0, root_1=0, path_1=path_1))

@@ -12,29 +12,29 @@ from typing import Any
 import numpy as np
 
 from prefdiff.config import Config
-from prefdiff.evaluate.compare import pair_runs, read_manifest, write_comparison
+from prefdiff.evaluate.compare import write_comparison
 from prefdiff.evaluate.winrate import Comparison, decide
-from prefdiff.label.stats import win_rate
+from prefdiff.manifests import ImageKey, ManifestImage, pair_runs, read_manifest
+from prefdiff.stats import LOSS, TIE, WIN, win_rate
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.oracle import faithfulness
 from prefdiff.toy.raters import panel_verdicts
 from prefdiff.toy.votes import score_files
 from prefdiff.toy.world import parse_caption, perceive
 
-WIN, LOSS, TIE = 0, 1, 2
 _FROM_LABEL = {1.0: WIN, 0.0: LOSS, 0.5: TIE}
 
 
-def _model_scores(run: Path, keys: list[tuple[int, int]], records: dict, scorer: Any, name: str) -> dict[str, Any]:
+def _model_scores(run: Path, keys: list[ImageKey], records: dict[ImageKey, ManifestImage], scorer: Any, name: str) -> dict[str, Any]:
     ordered = [records[k] for k in keys]
     scores = score_files(run, ordered, scorer, desc=f"oracle ({name})")
     from PIL import Image
 
-    seen = [perceive(Image.open(run / r["file"])) for r in ordered]
-    wanted = [parse_caption(r["prompt"]) for r in ordered]
+    seen = [perceive(Image.open(run / r.file)) for r in ordered]
+    wanted = [parse_caption(r.prompt) for r in ordered]
     return {
         "scores": np.asarray(scores),
-        "faithfulness": float(np.mean([faithfulness(s, r["prompt"]) for s, r in zip(seen, ordered, strict=True)])),
+        "faithfulness": float(np.mean([faithfulness(s, r.prompt) for s, r in zip(seen, ordered, strict=True)])),
         "colour_match": float(np.mean([s.colour == w[0] for s, w in zip(seen, wanted, strict=True)])),
         "shape_match": float(np.mean([s.shape == w[1] for s, w in zip(seen, wanted, strict=True)])),
         "radius_mean": float(np.mean([s.radius for s in seen])),
@@ -79,7 +79,7 @@ def evaluate_quickstart(
     # The ordinary compare report (oracle scores) for DPO vs base, beside the quickstart's own.
     pairs = pair_runs(samples["dpo"], samples["base"])
     comparisons = [
-        Comparison(k[0], k[1], float(sa), float(sb), manifests["base"][k]["prompt"])
+        Comparison(k[0], k[1], float(sa), float(sb), manifests["base"][k].prompt)
         for k, sa, sb in zip(keys, models["dpo"]["scores"], models["base"]["scores"], strict=True)
     ]
     compare_dir = out / "compare" / "dpo_vs_base"

@@ -26,6 +26,7 @@ from typing import Any
 import typer
 
 from prefdiff.config import Config, load_config, merge_into, parse_overrides, to_dict, validate
+from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import SamplerSettings
 from prefdiff.toy.config import ToyConfig
@@ -83,14 +84,6 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _weights_digest(model: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model.glob("*/*") if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class Stage:
@@ -203,7 +196,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "train": [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)],
         "heldout": [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)],
     }
-    base_key = {"base": str(base.resolve()), "weights": _weights_digest(base), "sampler": asdict(sampler), "seed": toy.seed}
+    base_key = {"base": str(base.resolve()), "weights": weights_digest(base, "*/*"), "sampler": asdict(sampler), "seed": toy.seed}
     pairs = Stage(out, "pairs", {**base_key, "train": toy.train_pairs, "heldout": toy.heldout_pairs})
 
     def make_pairs() -> None:

@@ -4,12 +4,13 @@ what changed, base / DPO / SFT side by side on held-out captions, and the traini
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from prefdiff.evaluate.compare import read_manifest, svg_bars, svg_curve
+from prefdiff.evaluate.compare import svg_bars, svg_curve
+from prefdiff.manifests import read_manifest
+from prefdiff.runlog import METRICS_FILE, read_metrics
 
 
 def _bars(summary: dict[str, Any]) -> str:
@@ -48,20 +49,20 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
         cells = []
         for name in ("base", "dpo", "sft"):
             images = "".join(
-                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k]["file"], out))}" title="seed {manifests[name][k]["seed"]}">'
+                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k].file, out))}" title="seed {manifests[name][k].seed}">'
                 for k in keys
             )
             cells.append(f"<td>{images}</td>")
-        rows.append(f"<tr><td>{html.escape(manifests['base'][keys[0]]['prompt'])}</td>{''.join(cells)}</tr>")
+        rows.append(f"<tr><td>{html.escape(manifests['base'][keys[0]].prompt)}</td>{''.join(cells)}</tr>")
     return f"<table class=g><tr><th>held-out caption</th><th>base</th><th>DPO</th><th>SFT</th></tr>{''.join(rows)}</table>"
 
 
 def _curves(runs: dict[str, Path]) -> str:
     parts = []
     for name, keys in (("dpo", ("loss", "implicit_acc", "reward_margin")), ("sft", ("loss",))):
-        metrics_file = runs[name] / "metrics.jsonl"
+        metrics_file = runs[name] / METRICS_FILE
         if metrics_file.is_file():
-            rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+            rows = read_metrics(metrics_file)
             parts.append(f"<h3>{name.upper()} training</h3>" + "".join(svg_curve(rows, k) for k in keys))
     return "".join(parts)
 

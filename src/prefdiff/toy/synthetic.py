@@ -10,7 +10,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from prefdiff.pickapic_parquet import PickapicRow, write_pickapic_parquet
 from prefdiff.toy.world import COLOURS, SHAPES
+
+SHAPES_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "label_1", "ranking_id", "has_label", "are_different")
 
 
 def draw_shape(colour: str, shape: str, size: int, rng: random.Random) -> Image.Image:
@@ -38,12 +41,9 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def write_shapes_parquet(path: str | Path, num_rows: int = 64, size: int = 64, seed: int = 0, tie_fraction: float = 0.1) -> Path:
-    """Write ``num_rows`` Pick-a-Pic-style rows (caption, jpg_0, jpg_1, label_0, label_1, ...)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Write ``num_rows`` Pick-a-Pic-style rows (``SHAPES_COLUMNS``) in one row group."""
     rng = random.Random(seed)
-    rows: dict[str, list] = {k: [] for k in ("caption", "jpg_0", "jpg_1", "label_0", "label_1", "ranking_id", "has_label", "are_different")}
+    rows = []
     for index in range(num_rows):
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         good = draw_shape(colour, shape, size, rng)
@@ -55,15 +55,7 @@ def write_shapes_parquet(path: str | Path, num_rows: int = 64, size: int = 64, s
         good_first = rng.random() < 0.5
         jpg_0, jpg_1 = (good, bad) if good_first else (bad, good)
         label_0 = 0.5 if tie else (1.0 if good_first else 0.0)
-        rows["caption"].append(f"a {colour} {shape}")
-        rows["jpg_0"].append(_jpeg(jpg_0))
-        rows["jpg_1"].append(_jpeg(jpg_1))
-        rows["label_0"].append(label_0)
-        rows["label_1"].append(1.0 - label_0)
-        rows["ranking_id"].append(index)
-        rows["has_label"].append(True)
-        rows["are_different"].append(True)
+        rows.append(PickapicRow(f"a {colour} {shape}", _jpeg(jpg_0), _jpeg(jpg_1), label_0, ranking_id=index))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows), path)
+    write_pickapic_parquet(path, rows, SHAPES_COLUMNS)
     return path

@@ -12,6 +12,7 @@ import numpy as np
 
 from prefdiff.evaluate.ai_feedback import manifest_pairs, write_pair_parquet
 from prefdiff.evaluate.scorers.base import ScorerError
+from prefdiff.manifests import ManifestImage
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.raters import (
     agreement_with_oracle,
@@ -20,10 +21,8 @@ from prefdiff.toy.raters import (
     panel_verdicts,
 )
 
-Record = dict[str, Any]
 
-
-def score_files(images_dir: Path, records: list[Record], scorer: Any, desc: str, batch: int = 64) -> list[float]:
+def score_files(images_dir: Path, records: list[ManifestImage], scorer: Any, desc: str, batch: int = 64) -> list[float]:
     """The scorer's score of each record's image (with its prompt), with a progress bar."""
     from PIL import Image
     from tqdm.auto import tqdm
@@ -31,10 +30,10 @@ def score_files(images_dir: Path, records: list[Record], scorer: Any, desc: str,
     scores: list[float] = []
     for start in tqdm(range(0, len(records), batch), desc=desc, unit="batch", disable=len(records) <= batch):
         chunk = records[start : start + batch]
-        images = [Image.open(images_dir / r["file"]).convert("RGB") for r in chunk]
-        for record, score in zip(chunk, scorer.score(images, [r["prompt"] for r in chunk]), strict=True):
+        images = [Image.open(images_dir / r.file).convert("RGB") for r in chunk]
+        for record, score in zip(chunk, scorer.score(images, [r.prompt for r in chunk]), strict=True):
             if not math.isfinite(score):
-                raise ScorerError(f"{scorer.name} returned {score} for {images_dir / record['file']} (caption {record['prompt']!r}): scores must be finite numbers")
+                raise ScorerError(f"{scorer.name} returned {score} for {images_dir / record.file} (caption {record.prompt!r}): scores must be finite numbers")
             scores.append(float(score))
     return scores
 

@@ -22,6 +22,7 @@ from prefdiff.config import Config, to_dict
 from prefdiff.data.batch import PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone
+from prefdiff.runlog import METRICS_FILE, drop_metrics_after
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
@@ -151,7 +152,7 @@ def _resume(session: Session, resume_path: Path) -> None:
     state = session.state
     log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
     if session.accelerator.is_main_process:
-        _drop_metrics_after(session.run_dir / "metrics.jsonl", state.global_step)
+        drop_metrics_after(session.run_dir / METRICS_FILE, state.global_step)
         for abandoned in drop_later_checkpoints(session.run_dir, resume_path):
             log.warning("removed %s: it belongs to the run abandoned by resuming from %s", abandoned, resume_path)
 
@@ -220,7 +221,7 @@ def _record(session: Session, metrics: dict[str, float], progress: Any) -> None:
         progress.set_postfix(postfix)
         progress.update(1)
         if due or step == cfg_t.max_steps:
-            with (session.run_dir / "metrics.jsonl").open("a") as f:
+            with (session.run_dir / METRICS_FILE).open("a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
     if cfg_t.report_to != "none" and due:
         session.accelerator.log(metrics, step=step)
@@ -293,23 +294,6 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
         _validate(session)
     acc.end_training()
     return TrainResult(session.run_dir, final, session.state, last)
-
-
-def _drop_metrics_after(metrics_file: Path, step: int) -> None:
-    """Forget rows logged after the checkpoint we resume from: they will be logged again."""
-    if not metrics_file.exists():
-        return
-    rows = [line for line in metrics_file.read_text().splitlines() if line.strip()]
-
-    def logged_step(line: str) -> int:
-        try:
-            return int(json.loads(line)["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            return step + 1  # a line cut short by a crash: drop it
-
-    kept = [line for line in rows if logged_step(line) <= step]
-    if len(kept) != len(rows):
-        metrics_file.write_text("".join(line + "\n" for line in kept))
 
 
 def _validate(session: Session) -> None:

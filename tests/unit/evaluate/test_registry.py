@@ -1,16 +1,25 @@
-"""Spec parsing, the python scorer, and weighted mixes."""
+"""The kind registry, spec parsing, the python scorer, and weighted mixes."""
 
 from __future__ import annotations
+
+import re
+import subprocess
+import sys
 
 import pytest
 
 from prefdiff.evaluate.scorers import (
+    KINDS,
+    SCORER_KINDS,
     MixedScorer,
     ScorerError,
+    ScorerKind,
+    ScorerSpec,
     load_mixed,
     load_scorer,
     parse_mix,
     parse_spec,
+    scorer_kind,
 )
 from prefdiff.evaluate.scorers.python_scorer import PythonScorer
 
@@ -116,3 +125,38 @@ def test_mix_of_model_scorers(scorer_root, images):
     parts = load_scorer(clip).score(images, PROMPTS), load_scorer(aesthetic).score(images, PROMPTS)
     want = [0.25 * a - b for a, b in zip(*parts, strict=True)]
     assert mixed.score(images, PROMPTS) == pytest.approx(want, abs=1e-4)
+
+
+def test_kinds_come_from_the_registry():
+    assert KINDS == tuple(SCORER_KINDS) == ("pickscore", "hpsv2", "aesthetic", "clip", "python")
+    assert all(scorer_kind(name).name == name for name in KINDS)
+
+
+def test_an_unknown_kind_is_refused_with_the_known_kinds_listed():
+    with pytest.raises(ScorerError) as caught:
+        scorer_kind("imagereward")
+    message = str(caught.value)
+    assert "unknown scorer kind 'imagereward'" in message
+    assert all(name in message for name in KINDS)
+    with pytest.raises(ScorerError, match="kinds: pickscore, hpsv2, aesthetic, clip, python"):
+        load_scorer("imagereward:/w")
+
+
+@pytest.mark.parametrize("kind", [kind for kind in SCORER_KINDS.values() if not kind.whole_target], ids=lambda kind: kind.name)
+def test_the_parser_accepts_exactly_each_kinds_options(kind: ScorerKind):
+    given = {option: str(index) for index, option in enumerate(kind.options)}
+    spec = ",".join([f"{kind.name}:/w/x", *(f"{key}={value}" for key, value in given.items())])
+    assert parse_spec(spec) == ScorerSpec(kind.name, "/w/x", given)
+    allowed = ", ".join(f"{option}=..." for option in kind.options)
+    with pytest.raises(ScorerError, match=re.escape(f"{kind.name} takes: {allowed}")):
+        parse_spec(f"{kind.name}:/w/x,not_an_option=1")
+
+
+def test_a_whole_target_kind_takes_no_options():
+    assert parse_spec("python:pkg.mod:fn,processor=/p") == ScorerSpec("python", "pkg.mod:fn,processor=/p")
+
+
+def test_importing_the_registry_imports_neither_torch_nor_transformers():
+    code = "import sys, prefdiff.evaluate.scorers; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -8,22 +8,27 @@ Specs, formulas and where the real weights live: docs/scorers.md.
 from prefdiff.evaluate.scorers.base import Scorer, ScorerError
 from prefdiff.evaluate.scorers.registry import (
     KINDS,
+    SCORER_KINDS,
     MixedScorer,
-    ScorerSpec,
     load_mixed,
     load_scorer,
     parse_mix,
     parse_spec,
+    scorer_kind,
 )
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 __all__ = [
     "KINDS",
+    "SCORER_KINDS",
     "MixedScorer",
     "Scorer",
     "ScorerError",
+    "ScorerKind",
     "ScorerSpec",
     "load_mixed",
     "load_scorer",
     "parse_mix",
     "parse_spec",
+    "scorer_kind",
 ]

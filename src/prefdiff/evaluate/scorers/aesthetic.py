@@ -22,6 +22,7 @@ from prefdiff.evaluate.scorers.base import (
     missing,
     normalise,
 )
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 if TYPE_CHECKING:
     import torch
@@ -119,3 +120,11 @@ def load_aesthetic(
             f"in {clip_dir} projects to {width} (the predictor expects CLIP ViT-L/14)"
         )
     return AestheticScorer(mlp.to(device), embedder, name=name)
+
+
+def _load_aesthetic_spec(spec: ScorerSpec, device: str | torch.device, name: str) -> AestheticScorer:
+    return load_aesthetic(spec.expanded_path(), device, clip=spec.path_option("clip"), name=name)
+
+
+AESTHETIC = ScorerKind("aesthetic", _load_aesthetic_spec, options=("clip",))
+"""``aesthetic:FILE[,clip=DIR]``."""

@@ -16,6 +16,7 @@ from prefdiff.evaluate.scorers.base import (
     load_clip_model,
     load_clip_processor,
 )
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 if TYPE_CHECKING:
     import torch
@@ -72,3 +73,17 @@ def load_clip_score(
 ) -> ClipScorer:
     """CLIP score from a ``CLIPModel`` directory; the processor from ``processor`` or the same directory."""
     return ClipScorer(_embedder(directory, processor, device, CLIP_PUBLISHED), name=name)
+
+
+def _load_pickscore_spec(spec: ScorerSpec, device: str | torch.device, name: str) -> PickScoreScorer:
+    return load_pickscore(spec.expanded_path(), device, processor=spec.path_option("processor"), name=name)
+
+
+def _load_clip_score_spec(spec: ScorerSpec, device: str | torch.device, name: str) -> ClipScorer:
+    return load_clip_score(spec.expanded_path(), device, processor=spec.path_option("processor"), name=name)
+
+
+PICKSCORE = ScorerKind("pickscore", _load_pickscore_spec, options=("processor",))
+"""``pickscore:DIR[,processor=DIR]``."""
+CLIP_SCORE = ScorerKind("clip", _load_clip_score_spec, options=("processor",))
+"""``clip:DIR[,processor=DIR]``."""

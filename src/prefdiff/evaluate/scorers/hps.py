@@ -25,6 +25,7 @@ from prefdiff.evaluate.scorers.base import (
     load_tensors,
     missing,
 )
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 if TYPE_CHECKING:
     import torch
@@ -255,3 +256,19 @@ def load_hps(
     }
     model = clip_model_from_open_clip(unwrap_state_dict(checkpoint), vision_heads, text_heads, act, ids)
     return HpsScorer(ClipEmbedder(model.to(device), clip_processor, device), name=name)
+
+
+def _load_hps_spec(spec: ScorerSpec, device: str | torch.device, name: str) -> HpsScorer:
+    return load_hps(
+        spec.expanded_path(),
+        device,
+        processor=spec.path_option("processor"),
+        vision_heads=spec.int_option("vision_heads"),
+        text_heads=spec.int_option("text_heads"),
+        act=spec.options.get("act", "gelu"),
+        name=name,
+    )
+
+
+HPSV2 = ScorerKind("hpsv2", _load_hps_spec, options=("processor", "vision_heads", "text_heads", "act"))
+"""``hpsv2:FILE[,processor=DIR][,vision_heads=N][,text_heads=N][,act=gelu|quick_gelu]``."""

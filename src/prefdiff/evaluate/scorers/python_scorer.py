@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefdiff.evaluate.scorers.base import Scorer, ScorerError, check_batch
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
 ScoreFn = Callable[["Image.Image", str], float]
@@ -65,3 +67,11 @@ def load_python(target: str, name: str | None = None) -> PythonScorer:
     if not callable(function):
         raise ScorerError(f"{module_name}:{function_name} is not callable")
     return PythonScorer(function, name or f"python:{target}")
+
+
+def _load_python_spec(spec: ScorerSpec, device: str | torch.device, name: str) -> PythonScorer:
+    return load_python(spec.path, name=name)
+
+
+PYTHON = ScorerKind("python", _load_python_spec, whole_target=True)
+"""``python:module:function``; the device is unused (the function runs as it is)."""

@@ -1,118 +1,93 @@
 """Scorers named on the command line: ``KIND:PATH[,key=value...]`` and weighted mixes of them.
 
-Kinds (see docs/scorers.md):
+Kinds (see docs/scorers.md), each a ``ScorerKind`` defined beside its scorer:
 
-- ``pickscore:DIR[,processor=DIR]``
-- ``clip:DIR[,processor=DIR]``
-- ``hpsv2:FILE[,processor=DIR][,vision_heads=N][,text_heads=N][,act=gelu]``
-- ``aesthetic:FILE[,clip=DIR]``
-- ``python:module:function`` (or ``python:path/to/file.py:function``)
+- ``pickscore:DIR[,processor=DIR]`` (``clip_scorers.PICKSCORE``)
+- ``clip:DIR[,processor=DIR]`` (``clip_scorers.CLIP_SCORE``)
+- ``hpsv2:FILE[,processor=DIR][,vision_heads=N][,text_heads=N][,act=gelu]`` (``hps.HPSV2``)
+- ``aesthetic:FILE[,clip=DIR]`` (``aesthetic.AESTHETIC``)
+- ``python:module:function`` or ``python:path/to/file.py:function`` (``python_scorer.PYTHON``)
 
 A mix is ``W*SPEC+W*SPEC...`` (a weight defaults to 1): the weighted sum of the scores.
+The scorer modules import torch and transformers only inside their loaders, so importing this
+registry does not.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from prefdiff.evaluate.scorers import aesthetic, clip_scorers, hps, python_scorer
 from prefdiff.evaluate.scorers.base import Scorer, ScorerError, check_batch
+from prefdiff.evaluate.scorers.spec import ScorerKind, ScorerSpec
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-KINDS = ("pickscore", "hpsv2", "aesthetic", "clip", "python")
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "pickscore": ("processor",),
-    "clip": ("processor",),
-    "hpsv2": ("processor", "vision_heads", "text_heads", "act"),
-    "aesthetic": ("clip",),
-}
+
+def _by_name(kinds: Iterable[ScorerKind]) -> dict[str, ScorerKind]:
+    """``{kind.name: kind}``; two kinds with one name are a programming error."""
+    registry: dict[str, ScorerKind] = {}
+    for kind in kinds:
+        if kind.name in registry:
+            raise ValueError(f"scorer kind {kind.name!r} is registered twice")
+        registry[kind.name] = kind
+    return registry
 
 
-@dataclass(frozen=True)
-class ScorerSpec:
-    """A parsed ``KIND:PATH[,key=value...]``."""
+SCORER_KINDS: dict[str, ScorerKind] = _by_name(
+    (clip_scorers.PICKSCORE, hps.HPSV2, aesthetic.AESTHETIC, clip_scorers.CLIP_SCORE, python_scorer.PYTHON)
+)
+"""Every scorer kind by name. A new scorer adds its ``ScorerKind`` here (docs/scorers.md)."""
 
-    kind: str
-    path: str
-    options: dict[str, str] = field(default_factory=dict)
+KINDS: tuple[str, ...] = tuple(SCORER_KINDS)
 
 
-def parse_spec(spec: str) -> ScorerSpec:
-    """Split ``KIND:PATH[,key=value...]``; unknown kinds and options raise ``ScorerError``."""
-    kind, sep, rest = spec.strip().partition(":")
-    kind = kind.strip().lower()
-    if not sep or not rest:
-        raise ScorerError(f"scorer spec {spec!r} is not KIND:PATH; kinds: {', '.join(KINDS)}")
-    if kind not in KINDS:
-        raise ScorerError(f"unknown scorer kind {kind!r} in {spec!r}; kinds: {', '.join(KINDS)}")
-    if kind == "python":
-        return ScorerSpec(kind, rest)
-    path, *pairs = rest.split(",")
+def scorer_kind(name: str, spec: str = "") -> ScorerKind:
+    """The registered kind ``name``, or a ``ScorerError`` listing the known kinds."""
+    kind = SCORER_KINDS.get(name)
+    if kind is None:
+        where = f" in {spec!r}" if spec else ""
+        raise ScorerError(f"unknown scorer kind {name!r}{where}; kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def _parse_options(kind: ScorerKind, pairs: Sequence[str], spec: str) -> dict[str, str]:
+    """``["key=value", ...]`` -> ``{key: value}``, refusing any key ``kind`` does not take."""
     options: dict[str, str] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key = key.strip()
-        if not eq or key not in _OPTIONS[kind]:
-            allowed = ", ".join(f"{name}=..." for name in _OPTIONS[kind])
-            raise ScorerError(f"bad option {pair!r} in {spec!r}; {kind} takes: {allowed}")
+        if not eq or key not in kind.options:
+            allowed = ", ".join(f"{name}=..." for name in kind.options) or "no options"
+            raise ScorerError(f"bad option {pair!r} in {spec!r}; {kind.name} takes: {allowed}")
         options[key] = value.strip()
+    return options
+
+
+def parse_spec(spec: str) -> ScorerSpec:
+    """Split ``KIND:PATH[,key=value...]``; unknown kinds and options raise ``ScorerError``."""
+    name, sep, rest = spec.strip().partition(":")
+    name = name.strip().lower()
+    if not sep or not rest:
+        raise ScorerError(f"scorer spec {spec!r} is not KIND:PATH; kinds: {', '.join(KINDS)}")
+    kind = scorer_kind(name, spec)
+    if kind.whole_target:
+        return ScorerSpec(kind.name, rest)
+    path, *pairs = rest.split(",")
+    options = _parse_options(kind, pairs, spec)
     if not path:
         raise ScorerError(f"scorer spec {spec!r} names no path")
-    return ScorerSpec(kind, path, options)
-
-
-def _int_option(options: dict[str, str], key: str) -> int | None:
-    if key not in options:
-        return None
-    try:
-        return int(options[key])
-    except ValueError as error:
-        raise ScorerError(f"option {key}={options[key]!r} is not an integer") from error
-
-
-def _path_option(options: dict[str, str], key: str) -> Path | None:
-    return Path(options[key]).expanduser() if key in options else None
+    return ScorerSpec(kind.name, path, options)
 
 
 def load_scorer(spec: str, device: str | torch.device = "cpu") -> Scorer:
     """Load one scorer from ``KIND:PATH[,key=value...]`` onto ``device``."""
     parsed = parse_spec(spec)
-    name = spec.strip()
-    path = Path(parsed.path).expanduser()
-    options = parsed.options
-    if parsed.kind == "python":
-        from prefdiff.evaluate.scorers.python_scorer import load_python
-
-        return load_python(parsed.path, name=name)
-    if parsed.kind == "pickscore":
-        from prefdiff.evaluate.scorers.clip_scorers import load_pickscore
-
-        return load_pickscore(path, device, processor=_path_option(options, "processor"), name=name)
-    if parsed.kind == "clip":
-        from prefdiff.evaluate.scorers.clip_scorers import load_clip_score
-
-        return load_clip_score(path, device, processor=_path_option(options, "processor"), name=name)
-    if parsed.kind == "hpsv2":
-        from prefdiff.evaluate.scorers.hps import load_hps
-
-        return load_hps(
-            path,
-            device,
-            processor=_path_option(options, "processor"),
-            vision_heads=_int_option(options, "vision_heads"),
-            text_heads=_int_option(options, "text_heads"),
-            act=options.get("act", "gelu"),
-            name=name,
-        )
-    from prefdiff.evaluate.scorers.aesthetic import load_aesthetic
-
-    return load_aesthetic(path, device, clip=_path_option(options, "clip"), name=name)
+    return scorer_kind(parsed.kind).load(parsed, device, spec.strip())
 
 
 class MixedScorer(Scorer):
@@ -136,7 +111,7 @@ class MixedScorer(Scorer):
 # A "+" starts a new term only when a weighted word ("0.3*name:") or a known kind ("clip:")
 # follows it, so paths containing "+" elsewhere still parse and an unknown weighted kind is reported.
 _TERM_SPLIT = re.compile(
-    r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*[A-Za-z_]\w*:|(?:" + "|".join(KINDS) + r"):))"
+    r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*[A-Za-z_]\w*:|(?:" + "|".join(map(re.escape, KINDS)) + r"):))"
 )
 _WEIGHT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*(.*)$", re.DOTALL)
 

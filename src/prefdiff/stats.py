@@ -1,9 +1,12 @@
 """Majority vote, agreement between raters, and win rates with a Wilson interval.
 
-Pure functions over plain data (no database), so the maths is unit-tested by hand.
+The one copy of these statistics for the label app (human votes) and for `prefdiff compare`
+and the toy (automatic decisions), so human and automatic results line up. Pure functions over
+plain data, standard library only (the label app never imports torch); unit-tested by hand.
 
-Choices are 0 (image 0 wins), 1 (image 1 wins) and 2 (tie), as in `schema.Vote.choice`.
-In an evaluation study image 0 is always run A's, so "image 0 wins" is a win of A over B.
+Choices are ``WIN`` = 0 (image 0 wins), ``LOSS`` = 1 (image 1 wins) and ``TIE`` = 2, as stored in
+the label app's ``Vote.choice``. In an evaluation study image 0 is always run A's, so "image 0
+wins" is a win of A over B.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prefdiff.label.schema import TIE
+WIN, LOSS, TIE = 0, 1, 2
+"""Decisions of image 0 (run A) against image 1 (run B): it wins, it loses, or a tie."""
 
 Z_95 = 1.959963984540054
 
@@ -88,7 +92,7 @@ class WinRate:
 def win_rate(decisions: Iterable[int]) -> WinRate:
     """Count wins (0), losses (1) and ties (2) of image 0."""
     counts = Counter(decisions)
-    return WinRate(wins=counts[0], losses=counts[1], ties=counts[TIE])
+    return WinRate(wins=counts[WIN], losses=counts[LOSS], ties=counts[TIE])
 
 
 @dataclass(frozen=True)

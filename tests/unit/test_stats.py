@@ -6,15 +6,14 @@ import math
 
 import pytest
 
-from prefdiff.label.stats import (
+from prefdiff.stats import (
+    TIE,
     agreement,
     majority,
     rater_agreement_with_majority,
     wilson_interval,
     win_rate,
 )
-
-TIE = 2
 
 
 @pytest.mark.parametrize(
