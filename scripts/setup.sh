@@ -12,7 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  # torch first, pinned: the CPU wheel. A bare "torch" would pull a CUDA build of several GB.
+  # torch first, pinned: the CPU wheel. pyproject.toml only asks for a floor (torch>=2.6), which
+  # this satisfies; a bare "torch" or a range would pull a CUDA build of several GB.
   .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -c "import prefdiff, torch, diffusers" 

@@ -59,7 +59,9 @@ def version() -> None:
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML recipe (see configs/).")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="A packaged recipe name (`prefdiff config --list`) or a YAML file.")
+    ] = None,
     resume: Annotated[
         str | None, typer.Option(help="'latest' (newest checkpoint in output_dir) or a checkpoint directory.")
     ] = None,
@@ -77,18 +79,32 @@ def train(
 
 @app.command("config")
 def show_config(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML recipe to resolve.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="A recipe name or YAML file to resolve.")] = None,
     reference: Annotated[bool, typer.Option(help="List every key with its default and help text.")] = False,
+    list_recipes: Annotated[bool, typer.Option("--list", help="List the packaged recipes with a line about each.")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Print the resolved config (defaults <- recipe <- overrides), or the key reference."""
+    """Print the resolved config (defaults <- recipe <- overrides), the key reference, or the recipes."""
     from prefdiff.config import describe, dump_yaml, load_config
 
+    if list_recipes:
+        _echo_recipes()
+        return
     if reference:
         for key, default, help_text in describe():
             typer.echo(f"{key} = {default}\n    {help_text}")
         return
     typer.echo(dump_yaml(load_config(config, overrides or [])), nl=False)
+
+
+def _echo_recipes() -> None:
+    """One line per packaged recipe: its name, padded, and its description."""
+    from prefdiff.recipes import describe_recipes
+
+    rows = describe_recipes()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        typer.echo(f"{name:<{width}}  {description}".rstrip())
 
 
 @app.command("make-tiny")
@@ -278,6 +294,24 @@ def toy_pretrain(
     report = pretrain(out, PretrainSettings(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, pool=pool), log=typer.echo)
     samples = report["samples"]
     typer.echo(f"pretrained base: {out} (colour match {samples['colour_match']:.1%}, shape match {samples['shape_match']:.1%})")
+
+
+@toy_app.command("shapes")
+def toy_shapes(
+    out: Annotated[Path, typer.Option(help="The Pick-a-Pic-format parquet file to write.")] = Path("runs/data/shapes.parquet"),
+    rows: Annotated[int, typer.Option(help="Number of pairs (about a tenth are ties).")] = 256,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the captions and drawings.")] = 0,
+) -> None:
+    """Write drawn-shapes preference pairs (the winner matches its caption): the tiny recipes' data."""
+    from prefdiff.errors import ConfigError
+    from prefdiff.toy.synthetic import write_shapes_parquet
+
+    for name, value in (("--rows", rows), ("--size", size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1 (got {value})")
+    path = write_shapes_parquet(out, num_rows=rows, size=size, seed=seed)
+    typer.echo(f"{rows} shape pairs written to {path}; train with data.path={path}")
 
 
 def main() -> None:

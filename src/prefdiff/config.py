@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from prefdiff.errors import ConfigError
+from prefdiff.recipes import read_recipe
 
 log = logging.getLogger("prefdiff.config")
 
@@ -325,16 +326,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML recipe at ``path``, then dotted ``overrides``; validated."""
+    """Defaults, then the YAML recipe ``path`` (a file or a packaged recipe name), then dotted ``overrides``; validated."""
     config = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        data = read_recipe(path)  # a packaged recipe name or a file, parents merged; errors name the file
         try:
             merge_into(config, data)
         except ConfigError as err:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +27,8 @@ def test_make_tiny_train_generate(family, tmp_path, shapes_parquet):
     prefdiff("make-tiny", "--family", family, "--out", str(model))
     assert (model / "model_index.json").exists()
     run = tmp_path / "run"
-    recipe = Path(__file__).parents[2] / "configs" / "tiny_dpo_lora.yaml"
     prefdiff(
-        "train", "--config", str(recipe), f"model.path={model}", f"data.path={shapes_parquet}", f"output_dir={run}",
+        "train", "--config", "tiny_dpo_lora", f"model.path={model}", f"data.path={shapes_parquet}", f"output_dir={run}",
         "train.max_steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.validate_every=2",
         "train.validation_steps=2", "train.validation_prompts=[a red circle]",
     )

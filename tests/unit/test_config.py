@@ -1,11 +1,10 @@
-from pathlib import Path
-
 import pytest
 
 from prefdiff.config import Config, describe, load_config
 from prefdiff.errors import ConfigError
+from prefdiff.recipes import list_recipes
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+RECIPES = list_recipes()
 
 
 def test_overrides_parse_types():
@@ -58,21 +57,20 @@ def test_every_field_has_help():
 
 
 def test_recipes_exist():
-    names = {p.name for p in CONFIGS}
-    assert {"tiny_dpo_lora.yaml", "sd15_dpo_lora.yaml", "sd15_dpo_full.yaml", "sdxl_dpo_lora.yaml", "sdxl_dpo_full.yaml"} <= names
+    assert {"tiny_dpo_lora", "sd15_dpo_lora", "sd15_dpo_full", "sdxl_dpo_lora", "sdxl_dpo_full"} <= set(RECIPES)
 
 
-@pytest.mark.parametrize("recipe", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_loads_and_validates(recipe):
     cfg = load_config(recipe)
     assert cfg.train.max_steps >= 1
-    if recipe.name.startswith(("sd15", "sdxl")):
+    if recipe.startswith(("sd15", "sdxl")):
         # the paper's setups: effective batch 2048, lr 1e-8 per pair, beta in [2000, 5000], warm-up
         assert cfg.train.global_batch_pairs == 2048
         assert cfg.optim.lr == pytest.approx(2048 * 1e-8)
         assert 2000 <= cfg.objective.beta <= 5000
         assert cfg.optim.warmup_steps > 0
-        assert cfg.optim.name == ("adafactor" if recipe.name.startswith("sdxl") else "adamw")
+        assert cfg.optim.name == ("adafactor" if recipe.startswith("sdxl") else "adamw")
 
 
 def test_reference_lists_what_is_registered():
