@@ -35,9 +35,17 @@ def _setup(source: str, model: Path, data_path: Path, size: int, batch: int):
     from prefdiff.train.step import StepContext
 
     torch.manual_seed(0)
-    config = load_config(None, [
-        f"model.path={model}", f"data.path={data_path}", f"data.resolution={size}", "lora.rank=8", "lora.alpha=8", "optim.lr=1e-5",
-    ])
+    config = load_config(
+        None,
+        [
+            f"model.path={model}",
+            f"data.path={data_path}",
+            f"data.resolution={size}",
+            "lora.rank=8",
+            "lora.alpha=8",
+            "optim.lr=1e-5",
+        ],
+    )
     components = build_components(config, load_backbone(model))
     backbone, strategy = components.backbone, components.strategy
     params = strategy.prepare(backbone, torch.device("cpu"), torch.float32)
@@ -81,16 +89,22 @@ def main() -> None:
         root = Path(tmp)
         model = build_tiny_pipeline(root / "tiny", "sd")
         for size in args.sizes:
-            parquet = write_shapes_parquet(root / f"shapes{size}.parquet", num_rows=args.pairs, size=size, tie_fraction=0.0)
+            parquet = write_shapes_parquet(
+                root / f"shapes{size}.parquet", num_rows=args.pairs, size=size, tie_fraction=0.0
+            )
             data = load_config(None, [f"data.path={parquet}", f"data.resolution={size}"]).data
             backbone = load_backbone(model)
             start = time.perf_counter()
-            identity = build_cache(backbone, data, root / f"cache{size}", CacheSettings(resolution=size, batch_size=16), progress=False)
+            identity = build_cache(
+                backbone, data, root / f"cache{size}", CacheSettings(resolution=size, batch_size=16), progress=False
+            )
             info = finish_cache(root / f"cache{size}", identity)
             build_rate = info["num_pairs"] / (time.perf_counter() - start)
 
-            states = {"cache": _setup("cache", model, root / f"cache{size}", size, args.batch),
-                      "on the fly": _setup("live", model, parquet, size, args.batch)}
+            states = {
+                "cache": _setup("cache", model, root / f"cache{size}", size, args.batch),
+                "on the fly": _setup("live", model, parquet, size, args.batch),
+            }
             for state in states.values():
                 _steps(state, 1)  # warm-up
             seconds = {name: [] for name in states}

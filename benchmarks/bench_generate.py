@@ -31,9 +31,17 @@ def tiny_clip_dir(root: Path) -> Path:
     build_clip_tokenizer_files(out)
     tok = CLIPTokenizer.from_pretrained(str(out))
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    text = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, **common)
+    text = dict(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+        **common,
+    )
     torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **common), projection_dim=16)).save_pretrained(str(out))
+    CLIPModel(
+        CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **common), projection_dim=16)
+    ).save_pretrained(str(out))
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(out))
     return out
 
@@ -63,7 +71,9 @@ def main() -> None:
         for r in range(args.rounds):
             for batch in gen:
                 start = time.perf_counter()
-                paths = generate_prompt_set(model, prompts, 1, root / f"gen_b{batch}_r{r}", settings=settings, batch_size=batch)
+                paths = generate_prompt_set(
+                    model, prompts, 1, root / f"gen_b{batch}_r{r}", settings=settings, batch_size=batch
+                )
                 gen[batch].append(len(paths) / (time.perf_counter() - start))
         images = [Image.open(p).convert("RGB") for p in paths]
         texts = [f"a red circle number {i}" for i in range(len(images))]
@@ -78,9 +88,15 @@ def main() -> None:
 
     best = {k: max(v) for k, v in gen.items()}
     best_score = {k: max(v) for k, v in score.items()}
-    print(f"tiny pipeline, {args.images} images at {args.resolution} px, {args.steps} steps; CPU threads {torch.get_num_threads()}")
+    print(
+        f"tiny pipeline, {args.images} images at {args.resolution} px, {args.steps} steps; "
+        f"CPU threads {torch.get_num_threads()}"
+    )
     print(f"generate: {best[1]:.2f} images/s one at a time, {best[8]:.2f} batched by 8: {best[8] / best[1]:.2f}x")
-    print(f"score (clip): {best_score[1]:.1f} images/s one at a time, {best_score[16]:.1f} batched by 16: {best_score[16] / best_score[1]:.2f}x")
+    print(
+        f"score (clip): {best_score[1]:.1f} images/s one at a time, {best_score[16]:.1f} batched by 16: "
+        f"{best_score[16] / best_score[1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

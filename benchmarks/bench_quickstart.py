@@ -1,6 +1,7 @@
 """The toy-world quickstart with its defaults, timed per stage, and the same loop for other tastes.
 
-    python benchmarks/bench_quickstart.py [--out runs/bench_quickstart] [--oracles large_central dark_background small_objects]
+    python benchmarks/bench_quickstart.py [--out runs/bench_quickstart]
+        [--oracles large_central dark_background small_objects]
         [--fresh] [overrides ...]
 
 The first oracle runs from scratch into OUT (``--fresh`` deletes OUT first), so its stage times
@@ -40,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_quickstart"))
     parser.add_argument("--oracles", nargs="+", default=["large_central", "dark_background", "small_objects"])
-    parser.add_argument("--fresh", action="store_true", help="delete OUT first, so the first oracle's stage times are a cold run")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete OUT first, so the first oracle's stage times are a cold run"
+    )
     parser.add_argument("overrides", nargs="*", help="quickstart overrides applied to every run")
     args = parser.parse_args()
 
@@ -55,7 +58,14 @@ def main() -> None:
         start = time.perf_counter()
         summary = run_quickstart(args.out, [*args.overrides, f"toy.oracle={oracle}"])
         wall = time.perf_counter() - start
-        results.append({"oracle": oracle, "wall_seconds": wall, **{k: summary[k] for k, _ in COLUMNS}, "stage_seconds": summary["stage_seconds"]})
+        results.append(
+            {
+                "oracle": oracle,
+                "wall_seconds": wall,
+                **{k: summary[k] for k, _ in COLUMNS},
+                "stage_seconds": summary["stage_seconds"],
+            }
+        )
         shutil.copy(args.out / "summary.json", args.out / f"summary_{oracle.replace(':', '_').replace('/', '_')}.json")
 
     print("| oracle | " + " | ".join(label for _, label in COLUMNS) + " | wall s |")
@@ -63,7 +73,10 @@ def main() -> None:
     for row in results:
         cells = [f"{row[k]:.1%}" for k, _ in COLUMNS]
         print(f"| {row['oracle']} | " + " | ".join(cells) + f" | {row['wall_seconds']:.0f} |")
-    print("stage seconds of the first (cold) run:", json.dumps({k: round(v) for k, v in results[0]["stage_seconds"].items()}))
+    print(
+        "stage seconds of the first (cold) run:",
+        json.dumps({k: round(v) for k, v in results[0]["stage_seconds"].items()}),
+    )
     (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -40,7 +40,11 @@ def main() -> None:
     results: dict[str, list[dict]] = {"base": [], "tree": []}
     with tempfile.TemporaryDirectory() as tmp:
         base_tree = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base],
+            check=True,
+            capture_output=True,
+        )
         try:
             trees = {"base": base_tree, "tree": ROOT}
             for index in range(args.rounds):

@@ -43,15 +43,22 @@ def generate(out: Path, num_pairs: int, shards: int, image: int, row_group: int)
 
     for shard in range(shards):
         rows = range(shard * per_shard, min(num_pairs, (shard + 1) * per_shard))
-        table = pa.table({
-            "caption": [f"prompt {i}" for i in rows],
-            "jpg_0": [encode() for _ in rows],
-            "jpg_1": [encode() for _ in rows],
-            "label_0": [float(i % 2) for i in rows],
-            "label_1": [float(1 - i % 2) for i in rows],
-        })
-        pq.write_table(table, out / f"train-{shard:05d}-of-{shards:05d}.parquet", row_group_size=row_group,
-                       use_dictionary=False, compression="none")
+        table = pa.table(
+            {
+                "caption": [f"prompt {i}" for i in rows],
+                "jpg_0": [encode() for _ in rows],
+                "jpg_1": [encode() for _ in rows],
+                "label_0": [float(i % 2) for i in rows],
+                "label_1": [float(1 - i % 2) for i in rows],
+            }
+        )
+        pq.write_table(
+            table,
+            out / f"train-{shard:05d}-of-{shards:05d}.parquet",
+            row_group_size=row_group,
+            use_dictionary=False,
+            compression="none",
+        )
     return out
 
 
@@ -64,8 +71,13 @@ def child(args: argparse.Namespace) -> None:
     from prefdiff.data.dataset import SlotBatchSampler, build_pair_stream, collate_pairs
 
     torch.set_num_threads(1)
-    overrides = [f"data.path={args.data}", f"data.resolution={args.image}", f"data.shuffle_buffer={args.shuffle_buffer}",
-                 f"data.streaming={'true' if args.mode == 'streaming' else 'false'}", "data.random_flip=true"]
+    overrides = [
+        f"data.path={args.data}",
+        f"data.resolution={args.image}",
+        f"data.shuffle_buffer={args.shuffle_buffer}",
+        f"data.streaming={'true' if args.mode == 'streaming' else 'false'}",
+        "data.random_flip=true",
+    ]
     config = load_config(None, overrides).data
     sampler = RssSampler()
     started = time.perf_counter()
@@ -79,13 +91,36 @@ def child(args: argparse.Namespace) -> None:
             break
     done = time.perf_counter()
     peak = sampler.stop()
-    print(json.dumps({"mode": args.mode, "pairs": len(stream), "peak_rss_growth_mib": peak / 2**20,
-                      "build_s": built - started, "epoch_s": done - built, "pairs_per_s": seen / (done - built)}))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "pairs": len(stream),
+                "peak_rss_growth_mib": peak / 2**20,
+                "build_s": built - started,
+                "epoch_s": done - built,
+                "pairs_per_s": seen / (done - built),
+            }
+        )
+    )
 
 
 def measure(data: Path, mode: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", "--mode", mode, "--data", str(data), "--image", str(args.image),
-               "--shuffle-buffer", str(args.shuffle_buffer), "--batch", str(args.batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--mode",
+        mode,
+        "--data",
+        str(data),
+        "--image",
+        str(args.image),
+        "--shuffle-buffer",
+        str(args.shuffle_buffer),
+        "--batch",
+        str(args.batch),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -119,8 +154,10 @@ def main() -> None:
         rows = [r for r in results if r["mode"] == mode]
         if len(rows) >= 2:
             ratio = rows[-1]["peak_rss_growth_mib"] / rows[0]["peak_rss_growth_mib"]
-            print(f"{mode}: peak RSS growth {rows[0]['peak_rss_growth_mib']:.1f} MiB at {rows[0]['pairs']} pairs, "
-                  f"{rows[-1]['peak_rss_growth_mib']:.1f} MiB at {rows[-1]['pairs']} pairs (ratio {ratio:.2f})")
+            print(
+                f"{mode}: peak RSS growth {rows[0]['peak_rss_growth_mib']:.1f} MiB at {rows[0]['pairs']} pairs, "
+                f"{rows[-1]['peak_rss_growth_mib']:.1f} MiB at {rows[-1]['pairs']} pairs (ratio {ratio:.2f})"
+            )
 
 
 if __name__ == "__main__":

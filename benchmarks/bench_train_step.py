@@ -38,14 +38,24 @@ UNETS = {
     # the tiny pipeline's own UNet (prefdiff make-tiny)
     "tiny": None,
     # a small SD-shaped UNet: still CPU-friendly, less overhead-dominated than tiny
-    "small": dict(block_out_channels=(64, 128, 256), layers_per_block=1, cross_attention_dim=32,
-                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-                  attention_head_dim=8, norm_num_groups=32),
+    "small": dict(
+        block_out_channels=(64, 128, 256),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ),
     # SD1.5's UNet shape (860M parameters): use on a GPU
-    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8),
+    "sd15": dict(
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        cross_attention_dim=768,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        attention_head_dim=8,
+    ),
 }
 MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full")
 
@@ -67,8 +77,12 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
     lora = mode.endswith("lora")
     objective_name = mode.split("_")[0]
     overrides = [
-        f"model.path={pipeline_dir}", f"objective.name={objective_name}", f"lora.enabled={str(lora).lower()}",
-        f"lora.rank={args.rank}", f"lora.alpha={args.rank}", "optim.lr=1e-6",
+        f"model.path={pipeline_dir}",
+        f"objective.name={objective_name}",
+        f"lora.enabled={str(lora).lower()}",
+        f"lora.rank={args.rank}",
+        f"lora.alpha={args.rank}",
+        "optim.lr=1e-6",
     ]
     config = load_config(None, overrides + (["objective.beta=5000"] if objective_name == "dpo" else []))
     torch.manual_seed(0)
@@ -164,13 +178,24 @@ def main() -> None:
     parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.passthrough = [
-        "--unet", args.unet, "--pairs", str(args.pairs), "--latent", str(args.latent), "--rank", str(args.rank),
-        "--device", args.device, "--dtype", args.dtype,
+        "--unet",
+        args.unet,
+        "--pairs",
+        str(args.pairs),
+        "--latent",
+        str(args.latent),
+        "--rank",
+        str(args.rank),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
     ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
 
     if args.child_memory:
         # CUDA: peak allocation. CPU: peak of the current RSS (sampled every 2 ms) above its value
-        # just after the imports, over the model build and 3 steps: weights, frozen reference copy, gradients, optimizer state and activations
+        # just after the imports, over the model build and 3 steps: weights, frozen reference copy, gradients,
+        # optimizer state and activations
         # (the imports alone are ~450 MiB of RSS and the same for every mode).
         import diffusers  # noqa: F401
         import peft  # noqa: F401
@@ -198,20 +223,29 @@ def main() -> None:
         seconds = time_modes(args, pipeline_dir)
         memory = {mode: peak_memory(args, mode, pipeline_dir) for mode in args.modes}
     images = 2 * args.pairs
-    print(f"UNet {args.unet}, latents {args.latent}x{args.latent}, {args.dtype} on {args.device}, "
-          f"{images} images per step ({args.pairs} pairs for DPO, {images} winners for SFT), torch threads {torch.get_num_threads()}")
+    print(
+        f"UNet {args.unet}, latents {args.latent}x{args.latent}, {args.dtype} on {args.device}, "
+        f"{images} images per step ({args.pairs} pairs for DPO, {images} winners for SFT), "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'mode':<10} {'ms/step':>9} {'pairs/s':>9} {'images/s':>9} {'mem MiB':>9}")
     for mode in args.modes:
         pairs_per_step = args.pairs if mode.startswith("dpo") else images
-        print(f"{mode:<10} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
-              f"{images / seconds[mode]:>9.2f} {memory[mode]:>9.0f}")
+        print(
+            f"{mode:<10} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
+            f"{images / seconds[mode]:>9.2f} {memory[mode]:>9.0f}"
+        )
     ratios = {}
     for kind in ("lora", "full"):
         if f"dpo_{kind}" in seconds and f"sft_{kind}" in seconds:
             ratios[kind] = seconds[f"dpo_{kind}"] / seconds[f"sft_{kind}"]
             print(f"DPO/SFT step time on the same {images} images ({kind}): {ratios[kind]:.2f}x (floor ~1.33x)")
     if args.json:
-        args.json.write_text(json.dumps({"args": args.passthrough, "seconds": seconds, "peak_mib": memory, "dpo_over_sft": ratios}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": args.passthrough, "seconds": seconds, "peak_mib": memory, "dpo_over_sft": ratios}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

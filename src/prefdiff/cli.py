@@ -60,7 +60,8 @@ def version() -> None:
 @app.command()
 def train(
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="A packaged recipe name (`prefdiff config --list`) or a YAML file.")
+        str | None,
+        typer.Option("--config", "-c", help="A packaged recipe name (`prefdiff config --list`) or a YAML file."),
     ] = None,
     resume: Annotated[
         str | None, typer.Option(help="'latest' (newest checkpoint in output_dir) or a checkpoint directory.")
@@ -81,7 +82,9 @@ def train(
 def show_config(
     config: Annotated[str | None, typer.Option("--config", "-c", help="A recipe name or YAML file to resolve.")] = None,
     reference: Annotated[bool, typer.Option(help="List every key with its default and help text.")] = False,
-    list_recipes: Annotated[bool, typer.Option("--list", help="List the packaged recipes with a line about each.")] = False,
+    list_recipes: Annotated[
+        bool, typer.Option("--list", help="List the packaged recipes with a line about each.")
+    ] = False,
     overrides: Overrides = None,
 ) -> None:
     """Print the resolved config (defaults <- recipe <- overrides), the key reference, or the recipes."""
@@ -110,7 +113,10 @@ def _echo_recipes() -> None:
 @app.command("make-tiny")
 def make_tiny(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")],
-    family: Annotated[str, typer.Option(help="A registered model family: sd (StableDiffusionPipeline), sdxl (StableDiffusionXLPipeline).")] = "sd",
+    family: Annotated[
+        str,
+        typer.Option(help="A registered model family: sd (StableDiffusionPipeline), sdxl (StableDiffusionXLPipeline)."),
+    ] = "sd",
     prediction_type: Annotated[str, typer.Option(help="'epsilon' or 'v_prediction' (the UNet families).")] = "epsilon",
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
 ) -> None:
@@ -132,25 +138,41 @@ def make_tiny(
 def generate(
     model: Annotated[Path, typer.Option(help="A diffusers pipeline directory.")],
     out: Annotated[Path, typer.Option(help="Directory for the PNGs and manifest.jsonl.")],
-    prompt: Annotated[list[str] | None, typer.Option(help="Prompt text (repeat for several); or use --prompts.")] = None,
-    prompts: Annotated[
-        Path | None, typer.Option(help="A prompt set: .txt (a line each), .tsv (PartiPrompts), .json (list), .jsonl (prompt field).")
+    prompt: Annotated[
+        list[str] | None, typer.Option(help="Prompt text (repeat for several); or use --prompts.")
     ] = None,
-    images_per_prompt: Annotated[int, typer.Option(help="With --prompts: images per prompt, seeded by (prompt index, image index).")] = 1,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="A prompt set: .txt (a line each), .tsv (PartiPrompts), .json (list), .jsonl (prompt field)."
+        ),
+    ] = None,
+    images_per_prompt: Annotated[
+        int, typer.Option(help="With --prompts: images per prompt, seeded by (prompt index, image index).")
+    ] = 1,
     lora: Annotated[Path | None, typer.Option(help="A LoRA directory written by `prefdiff train`.")] = None,
     denoiser: Annotated[
         Path | None,
         typer.Option(
-            "--denoiser", "--unet",
-            help="A fully tuned denoiser directory written by `prefdiff train` with lora.enabled=false (RUN/unet or RUN/transformer).",
+            "--denoiser",
+            "--unet",
+            help="A fully tuned denoiser directory written by `prefdiff train` with lora.enabled=false "
+            "(RUN/unet or RUN/transformer).",
         ),
     ] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="With --prompt: seed(s), one image per prompt and seed. With --prompts: the base seed.")] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(help="With --prompt: seed(s), one image per prompt and seed. With --prompts: the base seed."),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
-    resolution: Annotated[int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")] = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")
+    ] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
-    scheduler: Annotated[str, typer.Option(help="Sampler: default (the pipeline's), ddim, euler, euler_a, dpmpp, pndm.")] = "default",
+    scheduler: Annotated[
+        str, typer.Option(help="Sampler: default (the pipeline's), ddim, euler, euler_a, dpmpp, pndm.")
+    ] = "default",
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
 ) -> None:
     """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned denoiser), for
@@ -164,11 +186,24 @@ def generate(
     settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
     if prompts is not None:
         base_seed = (seed or [0])[0]
-        paths = generate_prompt_set(model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size)
+        paths = generate_prompt_set(
+            model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size
+        )
     else:
-        paths = generate_pngs(model, prompt or [], seed or [0], out, lora=lora, denoiser=denoiser, steps=steps,
-                              guidance_scale=guidance_scale, resolution=resolution, negative_prompt=negative_prompt,
-                              scheduler=scheduler, batch_size=batch_size)
+        paths = generate_pngs(
+            model,
+            prompt or [],
+            seed or [0],
+            out,
+            lora=lora,
+            denoiser=denoiser,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            resolution=resolution,
+            negative_prompt=negative_prompt,
+            scheduler=scheduler,
+            batch_size=batch_size,
+        )
     typer.echo(f"{len(paths)} image(s) in {out} (manifest.jsonl beside them)")
 
 
@@ -176,7 +211,9 @@ def generate(
 def compare(
     run_a: Annotated[Path, typer.Argument(help="A folder written by `prefdiff generate` (the candidate).")],
     run_b: Annotated[Path, typer.Argument(help="The same prompt set and seeds from another model (the baseline).")],
-    scorer: Annotated[str, typer.Option(help=f"KIND:PATH with a registered kind ({SCORER_KINDS_HELP}) or a mix 0.7*A+0.3*B.")],
+    scorer: Annotated[
+        str, typer.Option(help=f"KIND:PATH with a registered kind ({SCORER_KINDS_HELP}) or a mix 0.7*A+0.3*B.")
+    ],
     out: Annotated[Path, typer.Option(help="Directory for summary.json, scores.jsonl and report.html.")],
     tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
@@ -187,17 +224,24 @@ def compare(
 
     summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size)
     low, high = summary["win_rate_ci"]
-    typer.echo(f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: {out / 'report.html'}")
+    typer.echo(
+        f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: "
+        f"{out / 'report.html'}"
+    )
 
 
 @app.command("label-ai")
 def label_ai(
     model: Annotated[Path, typer.Option(help="The pipeline that generates the two images per prompt.")],
     prompts: Annotated[Path, typer.Option(help="A prompt file (.txt, .tsv, .json, .jsonl).")],
-    scorer: Annotated[str, typer.Option(help=f"KIND:PATH ({SCORER_KINDS_HELP}) or a weighted mix 0.7*A+0.3*B: the AI rater.")],
+    scorer: Annotated[
+        str, typer.Option(help=f"KIND:PATH ({SCORER_KINDS_HELP}) or a weighted mix 0.7*A+0.3*B: the AI rater.")
+    ],
     out: Annotated[Path, typer.Option(help="Directory: images/, pairs.parquet (Pick-a-Pic format), label_ai.json.")],
     lora: Annotated[Path | None, typer.Option(help="A LoRA for the generating model.")] = None,
-    tie_threshold: Annotated[float, typer.Option(help="Score differences within this become ties (label_0 = 0.5).")] = 0.0,
+    tie_threshold: Annotated[
+        float, typer.Option(help="Score differences within this become ties (label_0 = 0.5).")
+    ] = 0.0,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     resolution: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
@@ -208,20 +252,31 @@ def label_ai(
     from prefdiff.evaluate.ai_feedback import label_with_ai
     from prefdiff.evaluate.generate import SamplerSettings
 
-    counts = label_with_ai(model, prompts, scorer, out, lora, SamplerSettings(steps, guidance_scale, resolution), tie_threshold, seed)
-    typer.echo(f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with data.path={out / 'pairs.parquet'}")
+    counts = label_with_ai(
+        model, prompts, scorer, out, lora, SamplerSettings(steps, guidance_scale, resolution), tie_threshold, seed
+    )
+    typer.echo(
+        f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with "
+        f"data.path={out / 'pairs.parquet'}"
+    )
 
 
 @app.command()
 def cache(
-    model: Annotated[Path, typer.Option(help="The diffusers pipeline directory whose VAE and text encoder(s) encode the data.")],
+    model: Annotated[
+        Path, typer.Option(help="The diffusers pipeline directory whose VAE and text encoder(s) encode the data.")
+    ],
     data: Annotated[str, typer.Option(help="The preference data (the same spec as data.path).")],
     out: Annotated[Path, typer.Option(help="Cache directory; give it to training as data.path.")],
     resolution: Annotated[int, typer.Option(help="Pixels: resize the short side, centre crop a square.")] = 512,
-    flip_copies: Annotated[bool, typer.Option(help="Also store mirrored copies (needed for data.random_flip).")] = False,
+    flip_copies: Annotated[
+        bool, typer.Option(help="Also store mirrored copies (needed for data.random_flip).")
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Images per VAE / text-encoder batch.")] = 16,
     shard_size: Annotated[int, typer.Option(help="Pairs per shard file (the unit of resume).")] = 256,
-    dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16 or bf16 (latents are stored in fp16).")] = "fp32",
+    dtype: Annotated[
+        str, typer.Option(help="Encoder precision: fp32, fp16 or bf16 (latents are stored in fp16).")
+    ] = "fp32",
     overrides: Overrides = None,
 ) -> None:
     """Encode every pair once (VAE latent mean/std, text conditioning) into a sharded cache.
@@ -243,14 +298,21 @@ def cache(
     accelerator = Accelerator()
     backbone = load_backbone(model).to(accelerator.device, dtypes[dtype])
     settings = CacheSettings(
-        resolution=resolution, flip_copies=flip_copies, shard_size=shard_size, batch_size=batch_size, strict=config.data.strict
+        resolution=resolution,
+        flip_copies=flip_copies,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        strict=config.data.strict,
     )
-    identity = build_cache(backbone, config.data, out, settings, accelerator.process_index, accelerator.num_processes,
-                           progress=True)
+    identity = build_cache(
+        backbone, config.data, out, settings, accelerator.process_index, accelerator.num_processes, progress=True
+    )
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if identity is not None:  # process 0, once every process has written its shards
         info = finish_cache(out, identity, accelerator.num_processes)
-        typer.echo(f"cache of {info['num_pairs']} pairs in {len(info['shards'])} shard(s) at {out}; dropped: {info['dropped']}")
+        typer.echo(
+            f"cache of {info['num_pairs']} pairs in {len(info['shards'])} shard(s) at {out}; dropped: {info['dropped']}"
+        )
 
 
 @app.command()
@@ -260,7 +322,8 @@ def quickstart(
         list[str] | None,
         typer.Argument(
             help="Dotted overrides: toy.* for the world and raters (toy.oracle=dark_background, toy.train_pairs=512, "
-            "toy.oracle=mymodule:score), anything else for both training runs (train.max_steps=200, objective.beta=1000)."
+            "toy.oracle=mymodule:score), anything else for both training runs (train.max_steps=200, "
+            "objective.beta=1000)."
         ),
     ] = None,
 ) -> None:
@@ -277,7 +340,9 @@ app.add_typer(toy_app, name="toy")
 
 @toy_app.command("pretrain")
 def toy_pretrain(
-    out: Annotated[Path, typer.Option(help="Where to write the pretrained pipeline (diffusers format).")] = Path("runs/toy_base"),
+    out: Annotated[Path, typer.Option(help="Where to write the pretrained pipeline (diffusers format).")] = Path(
+        "runs/toy_base"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the scenes, the initialisation and the batches.")] = 0,
     vae_steps: Annotated[int, typer.Option(help="VAE optimizer steps.")] = 1200,
     unet_steps: Annotated[int, typer.Option(help="UNet and text-encoder optimizer steps.")] = 5000,
@@ -291,14 +356,20 @@ def toy_pretrain(
     for name, value in (("--vae-steps", vae_steps), ("--unet-steps", unet_steps), ("--pool", pool)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1 (got {value})")
-    report = pretrain(out, PretrainSettings(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, pool=pool), log=typer.echo)
+    report = pretrain(
+        out, PretrainSettings(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, pool=pool), log=typer.echo
+    )
     samples = report["samples"]
-    typer.echo(f"pretrained base: {out} (colour match {samples['colour_match']:.1%}, shape match {samples['shape_match']:.1%})")
+    typer.echo(
+        f"pretrained base: {out} (colour match {samples['colour_match']:.1%}, shape match {samples['shape_match']:.1%})"
+    )
 
 
 @toy_app.command("shapes")
 def toy_shapes(
-    out: Annotated[Path, typer.Option(help="The Pick-a-Pic-format parquet file to write.")] = Path("runs/data/shapes.parquet"),
+    out: Annotated[Path, typer.Option(help="The Pick-a-Pic-format parquet file to write.")] = Path(
+        "runs/data/shapes.parquet"
+    ),
     rows: Annotated[int, typer.Option(help="Number of pairs (about a tenth are ties).")] = 256,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the captions and drawings.")] = 0,

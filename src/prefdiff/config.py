@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -22,24 +24,34 @@ from prefdiff.recipes import read_recipe
 log = logging.getLogger("prefdiff.config")
 
 
-def _f(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" reads best here
+def _f(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with help text; list/dict defaults are copied per instance."""
     if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
+        return field(default_factory=functools.partial(copy.copy, default), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
 class ModelConfig:
-    path: str = _f("", "A diffusers-format pipeline directory of a registered model family (`prefdiff config --reference` lists them).")
+    path: str = _f(
+        "",
+        "A diffusers-format pipeline directory of a registered model family (`prefdiff config --reference` lists "
+        "them).",
+    )
     prediction_type: str | None = _f(
-        None, "Override the scheduler's prediction type ('epsilon' or 'v_prediction'); None reads it from scheduler/scheduler_config.json."
+        None,
+        "Override the scheduler's prediction type ('epsilon' or 'v_prediction'); None reads it from "
+        "scheduler/scheduler_config.json.",
     )
 
 
 @dataclass
 class LoraConfig:
-    enabled: bool = _f(True, "Train LoRA adapters (reference = same denoiser, adapters disabled). False: full fine-tuning with a frozen reference copy.")
+    enabled: bool = _f(
+        True,
+        "Train LoRA adapters (reference = same denoiser, adapters disabled). False: full fine-tuning with a frozen "
+        "reference copy.",
+    )
     rank: int = _f(8, "LoRA rank r.")
     alpha: float = _f(8.0, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.0, "Dropout on the LoRA branch.")
@@ -53,11 +65,17 @@ class LoraConfig:
 @dataclass
 class DataColumnsConfig:
     prompt: str = _f("", "Column (JSONL key) holding the prompt, for data.format=mapped.")
-    chosen: str = _f("", "Pair style: the column holding the preferred image (bytes, {bytes, path} struct, or a path relative to the data file).")
+    chosen: str = _f(
+        "",
+        "Pair style: the column holding the preferred image (bytes, {bytes, path} struct, or a path relative to the "
+        "data file).",
+    )
     rejected: str = _f("", "Pair style: the column holding the other image.")
     image_0: str = _f("", "Label style: the column holding the first image.")
     image_1: str = _f("", "Label style: the column holding the second image.")
-    label_0: str = _f("", "Label style: the column holding Pick-a-Pic's label_0 (1: image_0 won, 0: image_1 won, 0.5: tie).")
+    label_0: str = _f(
+        "", "Label style: the column holding Pick-a-Pic's label_0 (1: image_0 won, 0: image_1 won, 0.5: tie)."
+    )
 
     def is_set(self) -> bool:
         """Whether any column is named (data.format=auto then means 'mapped')."""
@@ -78,19 +96,26 @@ class DataConfig:
     )
     columns: DataColumnsConfig = field(
         default_factory=DataColumnsConfig,
-        metadata={"help": "Column mapping for data.format=mapped: prompt plus chosen/rejected, or image_0/image_1/label_0."},
+        metadata={
+            "help": "Column mapping for data.format=mapped: prompt plus chosen/rejected, or image_0/image_1/label_0."
+        },
     )
-    split: str = _f("train", "Split of a saved DatasetDict, or of hub-style shards named '<split>-*.parquet' (others are ignored).")
+    split: str = _f(
+        "train", "Split of a saved DatasetDict, or of hub-style shards named '<split>-*.parquet' (others are ignored)."
+    )
     resolution: int = _f(512, "Training resolution in pixels: resize the short side, then crop a square.")
     center_crop: bool = _f(True, "Centre crop (True) or random crop (False); one crop for both images of a pair.")
     random_flip: bool = _f(False, "Flip both images of a pair horizontally with probability 0.5.")
     drop_ties: bool = _f(True, "Drop pairs whose label_0 is 0.5 (ties), as the paper does.")
-    max_pairs: int | None = _f(None, "Use at most this many pairs (the first ones in storage order, after drops); None for all.")
+    max_pairs: int | None = _f(
+        None, "Use at most this many pairs (the first ones in storage order, after drops); None for all."
+    )
     num_workers: int = _f(0, "DataLoader worker processes for decoding images.")
     strict: bool = _f(
         False,
         "Bad input (corrupt image, missing column, empty caption, label outside {0, 0.5, 1}) raises an error naming "
-        "the file and row; false skips and counts it (and, when streaming, substitutes a corrupt pair at training time).",
+        "the file and row; false skips and counts it (and, when streaming, substitutes a corrupt pair at training "
+        "time).",
     )
     check_images: Literal["header", "full", "none"] = _f(
         "header",
@@ -102,7 +127,9 @@ class DataConfig:
         "Stream parquet/arrow data window by window instead of holding every pair in memory; auto streams "
         "when the data files exceed data.stream_above_mb. JSONL formats are always read into memory (paths only).",
     )
-    stream_above_mb: float = _f(1024.0, "With data.streaming=auto, stream when the data files total more than this (MiB).")
+    stream_above_mb: float = _f(
+        1024.0, "With data.streaming=auto, stream when the data files total more than this (MiB)."
+    )
     shuffle_buffer: int = _f(
         2048,
         "Streaming: pairs per shuffle window (whole row groups are added until a window holds at least this "
@@ -116,7 +143,9 @@ class ObjectiveConfig:
     dpo, ...) sit beside it as ``objective.<field>`` and live in ``options``, an instance of the
     objective's class. ``config.objective.beta`` reads through to ``options``."""
 
-    name: str = _f("dpo", "Training objective, one of the registered objectives (`prefdiff config --reference` lists them).")
+    name: str = _f(
+        "dpo", "Training objective, one of the registered objectives (`prefdiff config --reference` lists them)."
+    )
     options: Any = field(default=None, metadata={"help": "The named objective's own fields (objective.<field>)."})
 
     def __post_init__(self) -> None:
@@ -139,7 +168,11 @@ class ObjectiveConfig:
             name = _coerce(updates.pop("name"), str, f"{prefix}name")
             if name != self.name:
                 cls = objective_class(name, f"{prefix}name")
-                carried = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(cls) if hasattr(self.options, f.name)}
+                carried = {
+                    f.name: getattr(self.options, f.name)
+                    for f in dataclasses.fields(cls)
+                    if hasattr(self.options, f.name)
+                }
                 self.name, self.options = name, cls(**carried)
         known = {f.name for f in dataclasses.fields(self.options)}
         for key in list(updates):
@@ -153,7 +186,13 @@ class ObjectiveConfig:
                 )
             # a key of another objective (objective.beta with sft, as recipes shared between a
             # run and its baseline write it): accepted as before, and said to be unused
-            log.warning("config key '%s%s' belongs to objective %s, not %r: ignored", prefix, key, " and ".join(owners), self.name)
+            log.warning(
+                "config key '%s%s' belongs to objective %s, not %r: ignored",
+                prefix,
+                key,
+                " and ".join(owners),
+                self.name,
+            )
             updates.pop(key)
         merge_into(self.options, updates, prefix)
 
@@ -177,7 +216,9 @@ def objective_class(name: str, key: str) -> type:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "adafactor", "adamw8bit"] = _f("adamw", "Optimizer: adamw, adafactor (transformers), adamw8bit (needs bitsandbytes).")
+    name: Literal["adamw", "adafactor", "adamw8bit"] = _f(
+        "adamw", "Optimizer: adamw, adafactor (transformers), adamw8bit (needs bitsandbytes)."
+    )
     lr: float = _f(1e-5, "Peak learning rate. The paper uses 1e-8 per pair of effective batch (2.048e-5 for 2048).")
     weight_decay: float = _f(1e-2, "Decoupled weight decay (AdamW).")
     beta1: float = _f(0.9, "Adam beta1.")
@@ -195,16 +236,25 @@ class TrainConfig:
     grad_accum_steps: int = _f(1, "Micro-steps accumulated per optimizer step.")
     global_batch_pairs: int | None = _f(
         None,
-        "If set, grad_accum_steps is derived so that batch_size x processes x accumulation equals this (must divide evenly).",
+        "If set, grad_accum_steps is derived so that batch_size x processes x accumulation equals this (must divide "
+        "evenly).",
     )
-    mixed_precision: Literal["no", "fp16", "bf16"] = _f("no", "Mixed precision for the forward passes; trainable weights stay fp32.")
-    gradient_checkpointing: bool = _f(False, "Recompute the denoiser's activations in the backward pass to save memory.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = _f(
+        "no", "Mixed precision for the forward passes; trainable weights stay fp32."
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute the denoiser's activations in the backward pass to save memory."
+    )
     seed: int = _f(0, "Seed for data order, noise, timesteps and initialisation.")
     checkpoint_every: int = _f(500, "Save a resumable checkpoint every N optimizer steps (0: never).")
     keep_last: int = _f(2, "Keep only the last K checkpoints.")
     log_every: int = _f(1, "Log metrics every N optimizer steps.")
-    report_to: Literal["tensorboard", "wandb", "none"] = _f("tensorboard", "Metrics tracker; metrics.jsonl is always written.")
-    validate_every: int = _f(0, "Write validation images every N optimizer steps (0: only at the end if prompts are set).")
+    report_to: Literal["tensorboard", "wandb", "none"] = _f(
+        "tensorboard", "Metrics tracker; metrics.jsonl is always written."
+    )
+    validate_every: int = _f(
+        0, "Write validation images every N optimizer steps (0: only at the end if prompts are set)."
+    )
     validation_prompts: list[str] = _f([], "Fixed prompts for validation images.")
     validation_seeds: list[int] = _f([0], "Seeds for validation images (one image per prompt and seed).")
     validation_steps: int = _f(25, "Sampler steps for validation images.")
@@ -230,56 +280,87 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _coerce_union(value: Any, tp: Any, key: str) -> Any:
+    options = get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(value, option, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_literal(value: Any, tp: Any, key: str) -> Any:
+    if isinstance(value, bool) and "no" in get_args(tp):
+        value = "yes" if value else "no"  # YAML 1.1 reads no/off/false as False
+    if value not in get_args(tp):
+        choices = ", ".join(repr(c) for c in get_args(tp))
+        raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
+    return value
+
+
+def _coerce_list(value: Any, tp: Any, key: str) -> list[Any]:
+    (item_type,) = get_args(tp)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+    return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    return value
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    return value
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    return float(value)
+
+
+def _coerce_str(value: Any, key: str) -> str:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number or type(value).__name__ in ("date", "datetime"):
+        return str(value)  # YAML turned a name like 2024-01-01 or 123 into a date or number
+    if not isinstance(value, str):
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(value, tp, key)
     if origin is Literal:
-        if isinstance(value, bool) and "no" in get_args(tp):
-            value = "yes" if value else "no"  # YAML 1.1 reads no/off/false as False
-        if value not in get_args(tp):
-            choices = ", ".join(repr(c) for c in get_args(tp))
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
-        return value
+        return _coerce_literal(value, tp, key)
     if origin is list:
-        (item_type,) = get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, int | float) and not isinstance(value, bool) or type(value).__name__ in ("date", "datetime"):
-            return str(value)  # YAML turned a name like 2024-01-01 or 123 into a date or number
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-        return value
+        return _coerce_list(value, tp, key)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
     raise ConfigError(f"config key '{key}': unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
@@ -326,7 +407,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML recipe ``path`` (a file or a packaged recipe name), then dotted ``overrides``; validated."""
+    """Defaults, then the YAML recipe ``path`` (a file or a packaged recipe name), then dotted ``overrides``.
+
+    The result is validated.
+    """
     config = Config()
     if path is not None:
         data = read_recipe(path)  # a packaged recipe name or a file, parents merged; errors name the file
@@ -346,11 +430,19 @@ def validate(config: Config) -> None:
         (config.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
         (config.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (config.train.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1"),
-        (config.data.resolution >= 8 and config.data.resolution % 8 == 0, "data.resolution", "must be a positive multiple of 8"),
+        (
+            config.data.resolution >= 8 and config.data.resolution % 8 == 0,
+            "data.resolution",
+            "must be a positive multiple of 8",
+        ),
         (config.lora.rank >= 1, "lora.rank", "must be >= 1"),
         (config.optim.lr > 0, "optim.lr", "must be > 0"),
         (config.train.keep_last >= 1, "train.keep_last", "must be >= 1"),
-        (config.train.global_batch_pairs is None or config.train.global_batch_pairs >= 1, "train.global_batch_pairs", "must be >= 1 or null"),
+        (
+            config.train.global_batch_pairs is None or config.train.global_batch_pairs >= 1,
+            "train.global_batch_pairs",
+            "must be >= 1 or null",
+        ),
         (config.train.log_every >= 1, "train.log_every", "must be >= 1"),
         (config.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
         (config.train.validate_every >= 0, "train.validate_every", "must be >= 0"),
@@ -360,7 +452,11 @@ def validate(config: Config) -> None:
         (config.lora.alpha > 0, "lora.alpha", "must be > 0"),
         (0 <= config.lora.dropout < 1, "lora.dropout", "must be in [0, 1)"),
         (config.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
-        (config.model.prediction_type in (None, "epsilon", "v_prediction"), "model.prediction_type", "must be epsilon or v_prediction"),
+        (
+            config.model.prediction_type in (None, "epsilon", "v_prediction"),
+            "model.prediction_type",
+            "must be epsilon or v_prediction",
+        ),
     ]
     checks += [(ok, f"objective.{name}", rule) for ok, name, rule in config.objective.options.checks()]
     for ok, key, message in checks:
@@ -408,7 +504,9 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
         elif dataclasses.is_dataclass(value):
             rows.extend(describe(type(value), f"{prefix}{f.name}."))
         else:
-            rows.append((f"{prefix}{f.name}", repr(value), _with_names(f"{prefix}{f.name}", f.metadata.get("help", ""))))
+            rows.append(
+                (f"{prefix}{f.name}", repr(value), _with_names(f"{prefix}{f.name}", f.metadata.get("help", "")))
+            )
     return rows
 
 

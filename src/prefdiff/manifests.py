@@ -48,7 +48,10 @@ class UnpairedRunsError(ManifestError):
     ) -> None:
         self.run_a, self.run_b = run_a, run_b
         self.only_a, self.only_b = only_a or [], only_b or []
-        self.key, self.field, self.value_a, self.value_b = mismatch or (None, None, None, None)
+        self.key: ImageKey | None = mismatch[0] if mismatch else None
+        self.field: str | None = mismatch[1] if mismatch else None
+        self.value_a: Any = mismatch[2] if mismatch else None
+        self.value_b: Any = mismatch[3] if mismatch else None
         super().__init__(self._message())
 
     def _message(self) -> str:

@@ -101,7 +101,10 @@ def arrow_schema(columns: Sequence[str]) -> Any:
 
 
 def write_pickapic_parquet(
-    path: Path, rows: Iterable[PickapicRow], columns: Sequence[str] = PICKAPIC_COLUMNS, rows_per_group: int | None = None
+    path: Path,
+    rows: Iterable[PickapicRow],
+    columns: Sequence[str] = PICKAPIC_COLUMNS,
+    rows_per_group: int | None = None,
 ) -> int:
     """Write ``rows`` to ``path`` with ``columns``; return the number of rows.
 

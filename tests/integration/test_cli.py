@@ -28,17 +28,41 @@ def test_make_tiny_train_generate(family, tmp_path, shapes_parquet):
     assert (model / "model_index.json").exists()
     run = tmp_path / "run"
     prefdiff(
-        "train", "--config", "tiny_dpo_lora", f"model.path={model}", f"data.path={shapes_parquet}", f"output_dir={run}",
-        "train.max_steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.validate_every=2",
-        "train.validation_steps=2", "train.validation_prompts=[a red circle]",
+        "train",
+        "--config",
+        "tiny_dpo_lora",
+        f"model.path={model}",
+        f"data.path={shapes_parquet}",
+        f"output_dir={run}",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "train.checkpoint_every=1",
+        "train.validate_every=2",
+        "train.validation_steps=2",
+        "train.validation_prompts=[a red circle]",
     )
     assert (run / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert (run / "config.yaml").exists() and (run / "metrics.jsonl").exists()
     assert len(list((run / "validation" / "step_0000002").glob("*.png"))) == 1
     assert list((run / "logs").rglob("events.out.tfevents*")), "TensorBoard events written"
     images = tmp_path / "images"
-    prefdiff("generate", "--model", str(model), "--lora", str(run / "lora"), "--prompt", "a red circle",
-             "--seed", "0", "--seed", "1", "--steps", "2", "--out", str(images))
+    prefdiff(
+        "generate",
+        "--model",
+        str(model),
+        "--lora",
+        str(run / "lora"),
+        "--prompt",
+        "a red circle",
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        str(images),
+    )
     assert sorted(p.name for p in images.glob("*.png")) == ["p0000_s0.png", "p0000_s1.png"]
     assert (images / "manifest.jsonl").exists()
 
@@ -52,8 +76,14 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
 
 def test_non_pipeline_directory_is_one_clear_line(tmp_path, shapes_parquet):
     (tmp_path / "notes.txt").write_text("hi")
-    result = prefdiff("train", f"model.path={tmp_path}", f"data.path={shapes_parquet}", f"output_dir={tmp_path / 'run'}",
-                      "train.report_to=none", check=False)
+    result = prefdiff(
+        "train",
+        f"model.path={tmp_path}",
+        f"data.path={shapes_parquet}",
+        f"output_dir={tmp_path / 'run'}",
+        "train.report_to=none",
+        check=False,
+    )
     assert result.returncode == 2
     assert "is not a diffusers pipeline directory: no model_index.json (found: notes.txt)" in result.stderr
     assert "Traceback" not in result.stderr

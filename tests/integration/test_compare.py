@@ -23,10 +23,12 @@ def runs(tiny_sd, tmp_path_factory):
     generate_prompt_set(tiny_sd, prompts, 2, root / "a", settings=settings)
     generate_prompt_set(tiny_sd, prompts, 2, root / "b", settings=SamplerSettings(steps=3, resolution=32))
     generate_prompt_set(tiny_sd, prompts, 2, root / "other_seed", settings=settings, base_seed=7)
-    (root / "scorer_mod.py").write_text(textwrap.dedent('''
+    (root / "scorer_mod.py").write_text(
+        textwrap.dedent("""
         def brightness(image, prompt):
             return sum(image.convert("L").getdata()) / (image.width * image.height)
-    '''))
+    """)
+    )
     sys.path.insert(0, str(root))
     yield root
     sys.path.remove(str(root))
@@ -62,8 +64,14 @@ def test_label_ai_writes_pickapic_pairs_the_reader_takes(tiny_sd, runs):
     from prefdiff.evaluate.ai_feedback import label_with_ai
 
     out = runs / "ai"
-    counts = label_with_ai(tiny_sd, runs / "prompts.tsv", "python:scorer_mod:brightness", out,
-                           settings=SamplerSettings(steps=2, resolution=32), tie_threshold=0.0)
+    counts = label_with_ai(
+        tiny_sd,
+        runs / "prompts.tsv",
+        "python:scorer_mod:brightness",
+        out,
+        settings=SamplerSettings(steps=2, resolution=32),
+        tie_threshold=0.0,
+    )
     assert counts["pairs"] == 3
     report = ReadReport()
     pairs = list(iter_pairs(load_config(None, [f"data.path={out / 'pairs.parquet'}"]).data, report))

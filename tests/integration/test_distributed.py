@@ -26,16 +26,41 @@ def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
 
     double = tmp_path / "double"
     args = [
-        f"model.path={tiny_sd}", f"data.path={shapes_parquet}", f"output_dir={double}", "data.resolution=32",
-        "train.batch_size=2", "train.checkpoint_every=0", "train.report_to=none", "optim.lr=1e-3",
-        "optim.max_grad_norm=null", *common,
+        f"model.path={tiny_sd}",
+        f"data.path={shapes_parquet}",
+        f"output_dir={double}",
+        "data.resolution=32",
+        "train.batch_size=2",
+        "train.checkpoint_every=0",
+        "train.report_to=none",
+        "optim.lr=1e-3",
+        "optim.max_grad_norm=null",
+        *common,
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "-m", "prefdiff", "train", *args],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "prefdiff",
+            "train",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     for a, b in zip(metrics(double), metrics(single), strict=True):
@@ -58,13 +83,38 @@ def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
 
     base = ["cache", "--model", str(tiny_sd), "--data", str(shapes_parquet), "--resolution", "32", "--shard-size", "8"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "prefdiff", *base, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=600, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "prefdiff", *base, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "prefdiff", *base, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "prefdiff",
+            *base,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     info_one, info_two = load_cache_info(tmp_path / "one"), load_cache_info(tmp_path / "two")

@@ -14,8 +14,12 @@ from tests.integration_helpers import tiny_config
 @pytest.fixture(scope="module")
 def cache_and_run(tiny_sd, shapes_parquet, tmp_path_factory):
     root = tmp_path_factory.mktemp("implicit")
-    config = tiny_config(tiny_sd, shapes_parquet, root / "run", "lora.enabled=false", "train.max_steps=3", "objective.beta=500")
-    finish_cache(root / "cache", build_cache(load_backbone(tiny_sd), config.data, root / "cache", CacheSettings(resolution=32)))
+    config = tiny_config(
+        tiny_sd, shapes_parquet, root / "run", "lora.enabled=false", "train.max_steps=3", "objective.beta=500"
+    )
+    finish_cache(
+        root / "cache", build_cache(load_backbone(tiny_sd), config.data, root / "cache", CacheSettings(resolution=32))
+    )
     config.data.path = str(root / "cache")
     train(config)
     return root / "cache", config
@@ -38,7 +42,9 @@ def test_a_dpo_lora_is_judged_against_its_base(tiny_sd, cache_and_run, tmp_path)
     results = {}
     for swapped in (False, True):
         run = tmp_path / f"lora_run_{swapped}"
-        lora_config = tiny_config(tiny_sd, cache, run, "train.max_steps=40", "train.batch_size=4", "objective.beta=500", "optim.lr=3e-3")
+        lora_config = tiny_config(
+            tiny_sd, cache, run, "train.max_steps=40", "train.batch_size=4", "objective.beta=500", "optim.lr=3e-3"
+        )
         train(lora_config, backbone=_swapped(load_backbone(tiny_sd)) if swapped else None)
         results[swapped] = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, lora=run / "lora", draws=2)
     assert results[False]["implicit_accuracy"] > 0.5 > results[True]["implicit_accuracy"]
@@ -61,7 +67,9 @@ def _swapped(backbone):
 
 def test_a_tuned_unet_is_judged_on_every_pair(tiny_sd, cache_and_run):
     cache, config = cache_and_run
-    result = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=Path(config.output_dir) / "unet", draws=2)
+    result = implicit_accuracy(
+        load_backbone(tiny_sd), cache, config.data, denoiser=Path(config.output_dir) / "unet", draws=2
+    )
     assert result["implicit_accuracy"] != 0.5 and result["reward_margin"] != 0.0
 
 

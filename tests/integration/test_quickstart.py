@@ -21,9 +21,18 @@ SMALL = [
     "train.batch_size=4",
 ]
 FIELDS = {
-    "win_rate_vs_base", "win_rate_vs_base_ci", "oracle_win_rate_vs_base", "sft_win_rate_vs_base",
-    "rater_oracle_agreement", "faithfulness_base", "faithfulness_dpo", "faithfulness_sft",
-    "oracle_score_base", "oracle_score_dpo", "implicit_accuracy_heldout", "stage_seconds",
+    "win_rate_vs_base",
+    "win_rate_vs_base_ci",
+    "oracle_win_rate_vs_base",
+    "sft_win_rate_vs_base",
+    "rater_oracle_agreement",
+    "faithfulness_base",
+    "faithfulness_dpo",
+    "faithfulness_sft",
+    "oracle_score_base",
+    "oracle_score_dpo",
+    "implicit_accuracy_heldout",
+    "stage_seconds",
 }
 STAGES = {"pairs", "votes", "cache", "dpo", "sft", "generate", "evaluate"}
 
@@ -53,9 +62,16 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     low, high = summary["win_rate_vs_base_ci"]
     assert low <= summary["win_rate_vs_base"] <= high
     assert summary["comparisons"] == 6 * 2
-    for path in ("votes/train.parquet", "votes/heldout.parquet", "votes/votes.json", "cache/train/cache_info.json",
-                 "dpo/lora/pytorch_lora_weights.safetensors", "sft/lora/pytorch_lora_weights.safetensors",
-                 "samples/dpo/manifest.jsonl", "compare/dpo_vs_base/report.html"):
+    for path in (
+        "votes/train.parquet",
+        "votes/heldout.parquet",
+        "votes/votes.json",
+        "cache/train/cache_info.json",
+        "dpo/lora/pytorch_lora_weights.safetensors",
+        "sft/lora/pytorch_lora_weights.safetensors",
+        "samples/dpo/manifest.jsonl",
+        "compare/dpo_vs_base/report.html",
+    ):
         assert (out / path).is_file(), path
     report = (out / "report.html").read_text()
     assert "samples/dpo/" in report and f"{summary['win_rate_vs_base']:.1%}" in report
@@ -68,11 +84,15 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     for stage in ("pairs", "votes", "cache", "dpo", "sft", "samples/base", "samples/dpo", "samples/sft"):
         assert f"{stage}: reusing" in again, stage
     assert weights.stat().st_mtime_ns == mtime
-    assert {"pairs", "votes", "cache", "dpo", "sft"} <= set(json.loads((out / "summary.json").read_text())["reused_stages"])
+    assert {"pairs", "votes", "cache", "dpo", "sft"} <= set(
+        json.loads((out / "summary.json").read_text())["reused_stages"]
+    )
     assert json.loads((out / "summary.json").read_text())["win_rate_vs_base"] == summary["win_rate_vs_base"]
 
     oracle_file = tmp_path / "taste.py"
-    oracle_file.write_text("def prefers_red(image, caption):\n    return float(image.convert('RGB').getpixel((16, 16))[0])\n")
+    oracle_file.write_text(
+        "def prefers_red(image, caption):\n    return float(image.convert('RGB').getpixel((16, 16))[0])\n"
+    )
     changed = run(out, f"toy.oracle={oracle_file}:prefers_red")
     assert "pairs: reusing" in changed and "samples/base: reusing" in changed
     assert "votes: reusing" not in changed and "dpo: reusing" not in changed
@@ -112,7 +132,18 @@ def test_a_directory_the_quickstart_did_not_make_is_never_deleted(tmp_path):
 def test_an_oracle_returning_nan_names_the_image(tmp_path):
     oracle_file = tmp_path / "broken.py"
     oracle_file.write_text("def score(image, caption):\n    return float('nan')\n")
-    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), *SMALL, "toy.train_pairs=2", "toy.heldout_pairs=1", f"toy.oracle={oracle_file}:score"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "quickstart",
+            "--out",
+            str(tmp_path / "qs"),
+            *SMALL,
+            "toy.train_pairs=2",
+            "toy.heldout_pairs=1",
+            f"toy.oracle={oracle_file}:score",
+        ],
+    )
     assert result.exit_code != 0
     message = str(result.exception)
     assert "returned nan" in message and ".png" in message and "caption 'a red circle'" in message

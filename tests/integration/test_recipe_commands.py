@@ -10,7 +10,9 @@ from prefdiff.recipes import list_recipes
 
 
 def prefdiff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prefdiff", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "prefdiff", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def test_config_list_prints_each_recipe_with_its_description():

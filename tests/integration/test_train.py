@@ -26,7 +26,16 @@ def test_one_dpo_step_changes_lora_and_not_base(tiny_sd, shapes_parquet, tmp_pat
         assert torch.equal(value, base_after[key]), f"base weight {key} changed"
     row = metrics(result.run_dir)[0]
     assert row["loss"] == pytest.approx(0.693147, abs=1e-4)  # ln 2 at initialisation
-    for key in ("implicit_acc", "reward_margin", "winner_term", "loser_term", "policy_err_w", "ref_err_l", "grad_norm", "lr"):
+    for key in (
+        "implicit_acc",
+        "reward_margin",
+        "winner_term",
+        "loser_term",
+        "policy_err_w",
+        "ref_err_l",
+        "grad_norm",
+        "lr",
+    ):
         assert key in row
 
 
@@ -42,8 +51,14 @@ def test_grad_accumulation_1x8_2x4_8x1_give_the_same_update(tiny_sd, shapes_parq
     for batch, accum in ((1, 8), (2, 4), (8, 1)):
         out = tmp_path / f"b{batch}a{accum}"
         config = tiny_config(
-            tiny_sd, shapes_parquet, out, f"train.batch_size={batch}", f"train.grad_accum_steps={accum}",
-            f"objective.name={objective}", "optim.eps=1e-2", "objective.beta=500",
+            tiny_sd,
+            shapes_parquet,
+            out,
+            f"train.batch_size={batch}",
+            f"train.grad_accum_steps={accum}",
+            f"objective.name={objective}",
+            "optim.eps=1e-2",
+            "objective.beta=500",
         )
         train(config)
         runs[(batch, accum)] = (lora_weights(out), metrics(out))
@@ -61,8 +76,14 @@ def test_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path, str
     """4 steps straight vs 2 steps, stop, resume to 4: same weights. LoRA dropout makes the
     torch RNG matter, warm-up makes the scheduler state matter, the data stream the position
     (streamed: a resumed run reads only the window that holds its next slot)."""
-    common = ("train.checkpoint_every=2", "lora.dropout=0.1", "optim.warmup_steps=3", "data.random_flip=true",
-              f"data.streaming={str(streaming).lower()}", "data.shuffle_buffer=8")
+    common = (
+        "train.checkpoint_every=2",
+        "lora.dropout=0.1",
+        "optim.warmup_steps=3",
+        "data.random_flip=true",
+        f"data.streaming={str(streaming).lower()}",
+        "data.shuffle_buffer=8",
+    )
     straight = tiny_config(tiny_sd, shapes_parquet, tmp_path / "straight", "train.max_steps=4", *common)
     train(straight)
     first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)
@@ -86,7 +107,9 @@ def test_full_finetune_saves_unet_and_moves_weights(tiny_sd, shapes_parquet, tmp
 
     # beta 500: grad-enabled and no-grad forwards may take different CPU kernels (~1e-7 apart),
     # which beta 5000 would lift into the 4th digit of the initial loss
-    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "full", "lora.enabled=false", "optim.lr=1e-4", "objective.beta=500")
+    config = tiny_config(
+        tiny_sd, shapes_parquet, tmp_path / "full", "lora.enabled=false", "optim.lr=1e-4", "objective.beta=500"
+    )
     result = train(config)
     assert result.final_weights.name == "unet"
     tuned = UNet2DConditionModel.from_pretrained(str(result.final_weights))
@@ -105,8 +128,14 @@ def test_saved_lora_loads_with_load_lora_weights_and_changes_output(tiny_sd, sha
     pipe.set_progress_bar_config(disable=True)
 
     def sample():
-        return pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
-                    generator=torch.Generator().manual_seed(0)).images
+        return pipe(
+            "a red circle",
+            num_inference_steps=2,
+            height=32,
+            width=32,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
 
     before = sample()
     pipe.load_lora_weights(str(tmp_path / "run" / "lora"))
@@ -140,9 +169,17 @@ def test_v_prediction_bf16_checkpointing_adafactor_cosine(tiny_sd_v, shapes_parq
     """The less-travelled options run together: v-prediction target, bf16 autocast with frozen
     weights in bf16, gradient checkpointing, Adafactor and a cosine schedule after warm-up."""
     config = tiny_config(
-        tiny_sd_v, shapes_parquet, tmp_path / "run", "train.max_steps=3", "train.mixed_precision=bf16",
-        "train.gradient_checkpointing=true", "optim.name=adafactor", "optim.scheduler=cosine", "optim.warmup_steps=1",
-        "train.validation_prompts=[a red circle]", "train.validation_steps=2",
+        tiny_sd_v,
+        shapes_parquet,
+        tmp_path / "run",
+        "train.max_steps=3",
+        "train.mixed_precision=bf16",
+        "train.gradient_checkpointing=true",
+        "optim.name=adafactor",
+        "optim.scheduler=cosine",
+        "optim.warmup_steps=1",
+        "train.validation_prompts=[a red circle]",
+        "train.validation_steps=2",
     )
     result = train(config)
     assert len(list((result.run_dir / "validation").rglob("*.png"))) == 1  # decoding under bf16 works
@@ -173,8 +210,9 @@ def test_exported_lora_with_alpha_not_rank_reproduces_the_trained_unet(tiny_sd, 
     from diffusers import StableDiffusionPipeline
 
     backbone = load_backbone(tiny_sd)
-    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=3", "optim.lr=1e-2",
-                         "lora.rank=4", "lora.alpha=16")
+    config = tiny_config(
+        tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=3", "optim.lr=1e-2", "lora.rank=4", "lora.alpha=16"
+    )
     train(config, backbone=backbone)
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
     pipe.load_lora_weights(str(tmp_path / "run" / "lora"))
@@ -190,8 +228,15 @@ def test_exported_lora_with_alpha_not_rank_reproduces_the_trained_unet(tiny_sd, 
 
 def test_full_finetune_bf16_reference_equals_policy_at_start(tiny_sd, shapes_parquet, tmp_path):
     """The frozen copy keeps its norm layers in fp32 like the policy, so step 0 is ln 2 under bf16."""
-    config = tiny_config(tiny_sd, shapes_parquet, tmp_path / "run", "train.max_steps=1", "lora.enabled=false",
-                         "train.mixed_precision=bf16", "objective.beta=500")
+    config = tiny_config(
+        tiny_sd,
+        shapes_parquet,
+        tmp_path / "run",
+        "train.max_steps=1",
+        "lora.enabled=false",
+        "train.mixed_precision=bf16",
+        "objective.beta=500",
+    )
     rows = metrics(train(config).run_dir)
     assert rows[0]["loss"] == pytest.approx(0.693147, abs=2e-3)
     assert rows[0]["policy_err_w"] == pytest.approx(rows[0]["ref_err_w"], rel=1e-3)
@@ -201,8 +246,12 @@ def test_resuming_from_an_older_checkpoint_abandons_later_ones(tiny_sd, shapes_p
     from prefdiff.train.checkpoint import list_checkpoints
 
     run = tmp_path / "run"
-    train(tiny_config(tiny_sd, shapes_parquet, run, "train.max_steps=3", "train.checkpoint_every=1", "train.keep_last=3"))
+    train(
+        tiny_config(tiny_sd, shapes_parquet, run, "train.max_steps=3", "train.checkpoint_every=1", "train.keep_last=3")
+    )
     older = run / "checkpoints" / "step_0000001"
-    train(tiny_config(tiny_sd, shapes_parquet, run, "train.max_steps=2", "train.checkpoint_every=1", "train.keep_last=3"),
-          resume=str(older))
+    train(
+        tiny_config(tiny_sd, shapes_parquet, run, "train.max_steps=2", "train.checkpoint_every=1", "train.keep_last=3"),
+        resume=str(older),
+    )
     assert [p.name for p in list_checkpoints(run)] == ["step_0000001", "step_0000002"]

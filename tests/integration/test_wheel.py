@@ -35,7 +35,9 @@ def run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None 
     """Run ``command``; fail the test with its output if it exits non-zero."""
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result.stdout
 
 
@@ -43,7 +45,9 @@ def clean_checkout(destination: Path) -> Path:
     """The committed tree at HEAD, unpacked into ``destination``."""
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout: no HEAD to build the wheel from")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"], capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"], capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(destination, filter="data")
     return destination
@@ -57,7 +61,20 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def wheel(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(checkout)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(checkout),
+        ]
+    )
     (built,) = dist.glob("prefdiff-*.whl")
     return built
 
@@ -76,7 +93,12 @@ def venv_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def user_env(venv_bin: Path) -> dict[str, str]:
     """The environment a user of the venv has: none of the development checkout's paths."""
-    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")  # with --no-compile, let imports cache
+    dropped = (
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "PYTHONDONTWRITEBYTECODE",
+    )  # with --no-compile, let imports cache
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     env["HF_HUB_OFFLINE"] = "1"
@@ -85,31 +107,58 @@ def user_env(venv_bin: Path) -> dict[str, str]:
 
 def test_wheel_ships_every_file_of_the_package(checkout: Path, wheel: Path):
     """Recipes (parts too), toy assets, label templates: every committed file under src/prefdiff."""
-    tracked = {p.relative_to(checkout / "src").as_posix() for p in (checkout / "src" / "prefdiff").rglob("*") if p.is_file()}
+    tracked = {
+        p.relative_to(checkout / "src").as_posix() for p in (checkout / "src" / "prefdiff").rglob("*") if p.is_file()
+    }
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    assert {"prefdiff/recipes/tiny_dpo_lora.yaml", "prefdiff/recipes/_paper.yaml", "prefdiff/toy/assets/base/model_index.json"} <= tracked
+    assert {
+        "prefdiff/recipes/tiny_dpo_lora.yaml",
+        "prefdiff/recipes/_paper.yaml",
+        "prefdiff/toy/assets/base/model_index.json",
+    } <= tracked
     assert tracked - shipped == set()
 
 
 def test_wheel_asks_for_a_torch_floor_not_a_pin(wheel: Path):
     with zipfile.ZipFile(wheel) as archive:
         (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
-        requires = [line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires-Dist: torch")]
+        requires = [
+            line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires-Dist: torch")
+        ]
     assert requires == ["Requires-Dist: torch>=2.6"]
 
 
 def test_installed_wheel_runs_the_tiny_recipe_as_written_from_elsewhere(venv_bin: Path, tmp_path: Path):
     env = user_env(venv_bin)
-    where = run([str(venv_bin / "python"), "-c", "import prefdiff, torch; print(prefdiff.__file__); print(torch.__version__)"], tmp_path, env)
+    where = run(
+        [str(venv_bin / "python"), "-c", "import prefdiff, torch; print(prefdiff.__file__); print(torch.__version__)"],
+        tmp_path,
+        env,
+    )
     module_file, torch_version = where.split()
     assert Path(module_file).is_relative_to(venv_bin.parent), module_file
     assert torch_version == "2.13.0+cpu"
 
     prefdiff = str(venv_bin / "prefdiff")
     assert "tiny_dpo_lora" in run([prefdiff, "config", "--list"], tmp_path, env)
-    assert "output_dir: runs/sd15_dpo_lora" in run([prefdiff, "config", "-c", "configs/sd15_dpo_lora.yaml"], tmp_path, env)
+    assert "output_dir: runs/sd15_dpo_lora" in run(
+        [prefdiff, "config", "-c", "configs/sd15_dpo_lora.yaml"], tmp_path, env
+    )
     run([prefdiff, "make-tiny", "--out", "runs/tiny_sd"], tmp_path, env)
     run([prefdiff, "toy", "shapes", "--out", "runs/data/shapes.parquet", "--rows", "16"], tmp_path, env)
-    run([prefdiff, "train", "--config", "tiny_dpo_lora", "train.max_steps=2", "train.batch_size=2", "train.checkpoint_every=0",
-         "train.validation_prompts=[]", "train.report_to=none"], tmp_path, env)
+    run(
+        [
+            prefdiff,
+            "train",
+            "--config",
+            "tiny_dpo_lora",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.checkpoint_every=0",
+            "train.validation_prompts=[]",
+            "train.report_to=none",
+        ],
+        tmp_path,
+        env,
+    )
     assert (tmp_path / "runs" / "tiny_dpo_lora" / "lora" / "pytorch_lora_weights.safetensors").is_file()

@@ -35,10 +35,7 @@ def png_bytes(rgb: tuple[int, int, int], size: int = 8) -> bytes:
     row = b"\x00" + bytes(rgb) * size
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(row * size))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
     )
 
 
@@ -68,7 +65,9 @@ def make_pairs(folder: Path, n: int) -> Path:
         for k in range(n):
             for side in (0, 1):
                 (folder / f"p{k}_{side}.png").write_bytes(png_bytes((k % 256, 100 * side, 50)))
-            handle.write(json.dumps({"prompt": f"prompt {k}", "image_0": f"p{k}_0.png", "image_1": f"p{k}_1.png"}) + "\n")
+            handle.write(
+                json.dumps({"prompt": f"prompt {k}", "image_0": f"p{k}_0.png", "image_1": f"p{k}_1.png"}) + "\n"
+            )
     return folder / "pairs.jsonl"
 
 

@@ -21,8 +21,15 @@ ADMIN_POSTS = [
 ]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-123456789"},
-                                     {"Authorization": "Basic " + ADMIN_TOKEN}, {"Authorization": "Bearer"}])  # fmt: skip
+BAD_HEADERS = [
+    {},
+    {"Authorization": "Bearer wrong-token-123456789"},
+    {"Authorization": "Basic " + ADMIN_TOKEN},
+    {"Authorization": "Bearer"},
+]
+
+
+@pytest.mark.parametrize("headers", BAD_HEADERS)
 def test_admin_api_needs_the_admin_token(env: Env, headers: dict[str, str]) -> None:
     """No token, a wrong token or a wrong scheme: 401/403 on every admin endpoint."""
     for url in ADMIN_GETS:
@@ -172,7 +179,9 @@ def test_admin_pages_login_csrf_and_forms(env: Env, tmp_path: Path) -> None:
     rotated = client.post(f"/admin/raters/{rater_id}/rotate", data={"csrf": csrf})
     assert rotated.status_code == 200 and "/r/" in rotated.text
     assert client.post(f"/admin/raters/{rater_id}/rotate", data={}).status_code == 403
-    off = client.post(f"/admin/raters/{rater_id}/active", data={"csrf": csrf, "active": "false"}, follow_redirects=False)
+    off = client.post(
+        f"/admin/raters/{rater_id}/active", data={"csrf": csrf, "active": "false"}, follow_redirects=False
+    )
     assert off.status_code == 303
     assert env.sql("SELECT active FROM raters WHERE id = :r", r=rater_id)[0][0] in (False, 0)
     download = client.get(f"/admin/studies/{env.study_id}/export/votes.csv")

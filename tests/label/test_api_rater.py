@@ -52,9 +52,7 @@ def test_next_returns_the_open_assignment_until_voted(env: Env) -> None:
 def test_vote_maps_sides_to_images_through_the_recorded_flip(env: Env) -> None:
     """'left' is image 1 when the assignment is flipped, image 0 otherwise."""
     ids = _vote_all(env, env.tokens[0], "left")
-    rows = env.sql(
-        "SELECT a.flipped, v.choice, v.side FROM votes v JOIN assignments a ON a.id = v.assignment_id"
-    )
+    rows = env.sql("SELECT a.flipped, v.choice, v.side FROM votes v JOIN assignments a ON a.id = v.assignment_id")
     assert len(rows) == len(ids) == 6
     for flipped, choice, side in rows:
         assert side == "left" and choice == (1 if flipped else 0)
@@ -128,9 +126,7 @@ def test_vote_needs_json_content_type(env: Env) -> None:
     """A JSON body sent as text/plain (what a cross-site form could send) is refused."""
     assignment_id = env.next(env.tokens[0])["assignment"]["assignment_id"]
     body = f'{{"assignment_id": {assignment_id}, "question": "preference", "choice": "left"}}'
-    response = env.client.post(
-        f"/api/r/{env.tokens[0]}/votes", content=body, headers={"content-type": "text/plain"}
-    )
+    response = env.client.post(f"/api/r/{env.tokens[0]}/votes", content=body, headers={"content-type": "text/plain"})
     assert response.status_code in (415, 422)
     assert env.sql("SELECT count(*) FROM votes") == [(0,)]
 

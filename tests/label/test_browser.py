@@ -60,8 +60,8 @@ def test_rater_votes_with_mouse_and_keyboard(browser_context: Any, tmp_path: Pat
     db_url = f"sqlite:///{tmp_path / 'browser.db'}"
     db = Database(db_url)
     migrate(db)
-    study = create_study(db, evaluation_source(run_a, run_b),
-                         StudyOptions(name="browser", questions=parse_questions(None), raters_per_comparison=1))  # fmt: skip
+    options = StudyOptions(name="browser", questions=parse_questions(None), raters_per_comparison=1)
+    study = create_study(db, evaluation_source(run_a, run_b), options)
     token = add_raters(db, study, names=["ada"])[0].token
     db.dispose()
     server: Server = server_factory(db_url)

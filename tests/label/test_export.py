@@ -91,9 +91,7 @@ def test_pickapic_export_round_trip(voted: tuple[Database, Path, Path], tmp_path
         assert row["best_image_uid"] == expected_best
         assert (row["model_0"], row["model_1"]) == ("sd-toy+dpo", "sd-toy")
         assert row["has_label"] and row["are_different"] and row["num_example_per_prompt"] == 1
-        assert (row["votes_0"], row["votes_1"], row["votes_tie"]) == tuple(
-            SCRIPT[position].count(c) for c in (0, 1, T)
-        )
+        assert (row["votes_0"], row["votes_1"], row["votes_tie"]) == tuple(SCRIPT[position].count(c) for c in (0, 1, T))
     # The reader convention: winner first, ties dropped.
     winners = [r["jpg_0"] if r["label_0"] == 1.0 else r["jpg_1"] for r in rows if r["label_0"] != 0.5]
     assert winners == [(run_dir / f"images/{p:04d}_0.png").read_bytes()

@@ -37,8 +37,8 @@ def prepare(db_url: str, folder: Path, comparisons: int = VOTES // K + 40, rater
     db = Database(db_url)
     try:
         migrate(db)
-        study = create_study(db, collection_source(folder / "pairs.jsonl"),
-                             StudyOptions(name="load", questions=parse_questions(None), raters_per_comparison=K))  # fmt: skip
+        options = StudyOptions(name="load", questions=parse_questions(None), raters_per_comparison=K)
+        study = create_study(db, collection_source(folder / "pairs.jsonl"), options)
         return [r.token for r in add_raters(db, study, count=raters)]
     finally:
         db.dispose()
@@ -91,7 +91,9 @@ def test_load_50_raters_2000_votes(db_url: str, tmp_path: Path, server_factory: 
           f"p99 {result.percentile_ms(0.99):.1f} ms")  # fmt: skip
 
 
-def test_sigkill_during_load_loses_no_acknowledged_vote(db_url: str, tmp_path: Path, server_factory: Callable[..., Server]) -> None:
+def test_sigkill_during_load_loses_no_acknowledged_vote(
+    db_url: str, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
     """SIGKILL the server after 600 acknowledged votes, start it again; the raters retry
     (same votes) and go on to 2000. Every vote acknowledged before or after is stored."""
     tokens = prepare(db_url, tmp_path / "pairs")

@@ -8,7 +8,9 @@ RECIPES = list_recipes()
 
 
 def test_overrides_parse_types():
-    cfg = load_config(None, ["optim.lr=1e-6", "objective.beta=2500", "lora.enabled=false", "train.validation_prompts=[a cat, a dog]"])
+    cfg = load_config(
+        None, ["optim.lr=1e-6", "objective.beta=2500", "lora.enabled=false", "train.validation_prompts=[a cat, a dog]"]
+    )
     assert cfg.optim.lr == 1e-6 and isinstance(cfg.optim.lr, float)
     assert cfg.objective.beta == 2500.0
     assert cfg.lora.enabled is False

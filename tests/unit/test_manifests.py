@@ -56,12 +56,19 @@ def test_read_manifest_errors_name_the_line(tmp_path: Path) -> None:
 def test_pair_runs_pairs_by_key_in_key_order(tmp_path: Path) -> None:
     run_a, run_b = write_run(tmp_path / "a", ["x", "y"]), write_run(tmp_path / "b", ["x", "y"])
     pairs = pair_runs(run_a, run_b)
-    assert [(a.key, b.key) for a, b in pairs] == [((0, 0), (0, 0)), ((0, 1), (0, 1)), ((1, 0), (1, 0)), ((1, 1), (1, 1))]
+    assert [(a.key, b.key) for a, b in pairs] == [
+        ((0, 0), (0, 0)),
+        ((0, 1), (0, 1)),
+        ((1, 0), (1, 0)),
+        ((1, 1), (1, 1)),
+    ]
 
 
 def test_pair_runs_refuses_a_different_prompt(tmp_path: Path) -> None:
     run_a, run_b = write_run(tmp_path / "a", ["x", "y"]), write_run(tmp_path / "b", ["x", "z"])
-    with pytest.raises(UnpairedRunsError, match=r"not paired: image \(1, 0\) has prompt 'y' in A and 'z' in B") as caught:
+    with pytest.raises(
+        UnpairedRunsError, match=r"not paired: image \(1, 0\) has prompt 'y' in A and 'z' in B"
+    ) as caught:
         pair_runs(run_a, run_b)
     error = caught.value
     assert (error.key, error.field, error.value_a, error.value_b) == ((1, 0), "prompt", "y", "z")

@@ -27,7 +27,9 @@ def png(shade: int) -> bytes:
 
 def rows(labels: list[float]) -> list[PickapicRow]:
     return [
-        PickapicRow(f"prompt {i}", png(2 * i), png(2 * i + 1), label, ranking_id=i, image_0_uid=f"a{i}", image_1_uid=f"b{i}")
+        PickapicRow(
+            f"prompt {i}", png(2 * i), png(2 * i + 1), label, ranking_id=i, image_0_uid=f"a{i}", image_1_uid=f"b{i}"
+        )
         for i, label in enumerate(labels)
     ]
 
@@ -47,7 +49,10 @@ def test_the_reader_gets_the_winner_first_and_drops_ties(tmp_path: Path) -> None
 def test_columns_and_row_groups_are_the_callers(tmp_path: Path) -> None:
     path = tmp_path / "pairs.parquet"
     columns = ("caption", "jpg_0", "jpg_1", "label_0", "score_0")
-    lazy = (PickapicRow(r.caption, r.jpg_0, r.jpg_1, r.label_0, r.ranking_id, extra={"score_0": 0.25}) for r in rows([1.0] * 5))
+    lazy = (
+        PickapicRow(r.caption, r.jpg_0, r.jpg_1, r.label_0, r.ranking_id, extra={"score_0": 0.25})
+        for r in rows([1.0] * 5)
+    )
     write_pickapic_parquet(path, lazy, columns, rows_per_group=2)
     file = pq.ParquetFile(path)
     assert file.num_row_groups == 3 and file.metadata.num_rows == 5

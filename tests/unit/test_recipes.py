@@ -67,7 +67,9 @@ def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
 
 
 def test_unknown_name_lists_the_known_recipes():
-    with pytest.raises(ConfigError, match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: sd15_dpo_full, sd15_dpo_lora"):
+    with pytest.raises(
+        ConfigError, match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: sd15_dpo_full, sd15_dpo_lora"
+    ):
         load_config("sd15_dpo_lorra")
 
 
@@ -90,8 +92,13 @@ def test_child_overrides_parent_mappings_merge_lists_and_null_replace(tmp_path):
         "train:\n  max_steps: 10\n  batch_size: 4\n  validation_prompts: [a, b]\noptim:\n  max_grad_norm: 2.0\n"
     )
     child = tmp_path / "child.yaml"
-    child.write_text("extends: base.yaml\ntrain:\n  max_steps: 5\n  validation_prompts: [c]\noptim:\n  max_grad_norm: null\n")
-    assert read_recipe(child) == {"train": {"max_steps": 5, "batch_size": 4, "validation_prompts": ["c"]}, "optim": {"max_grad_norm": None}}
+    child.write_text(
+        "extends: base.yaml\ntrain:\n  max_steps: 5\n  validation_prompts: [c]\noptim:\n  max_grad_norm: null\n"
+    )
+    assert read_recipe(child) == {
+        "train": {"max_steps": 5, "batch_size": 4, "validation_prompts": ["c"]},
+        "optim": {"max_grad_norm": None},
+    }
 
 
 def test_merge_recipes_does_not_touch_its_inputs():
@@ -123,7 +130,9 @@ def test_a_file_that_extends_itself_is_a_cycle(tmp_path):
 def test_unknown_parent_names_the_file_and_the_known_recipes(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("extends: sd16_dpo_lora\n")
-    with pytest.raises(ConfigError, match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: sd15"):
+    with pytest.raises(
+        ConfigError, match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: sd15"
+    ):
         read_recipe(child)
 
 
@@ -146,7 +155,9 @@ def test_missing_parent_file_names_both_files(tmp_path):
 def test_malformed_recipe_files_name_the_file(text, message, tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(text)
-    with pytest.raises(ConfigError, match=r"bad\.yaml: " + message.replace("(", r"\(").replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: " + message.replace("(", r"\(").replace("[", r"\[").replace(".", r"\.")
+    ):
         read_recipe(recipe)
 
 

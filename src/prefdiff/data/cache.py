@@ -79,7 +79,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
     keys = sorted(set(expected) | set(found))
-    return [f"{k}: cache has {found.get(k)!r}, this run has {expected.get(k)!r}" for k in keys if expected.get(k) != found.get(k)]
+    return [
+        f"{k}: cache has {found.get(k)!r}, this run has {expected.get(k)!r}"
+        for k in keys
+        if expected.get(k) != found.get(k)
+    ]
 
 
 # ------------------------------------------------------------------------------ building
@@ -102,7 +106,9 @@ def _shard_path(out: Path, index: int) -> Path:
 
 
 @torch.no_grad()
-def _encode_shard(backbone: Backbone, pairs: list[PreferencePair], settings: CacheSettings, report: ReadReport) -> dict[str, Any]:
+def _encode_shard(
+    backbone: Backbone, pairs: list[PreferencePair], settings: CacheSettings, report: ReadReport
+) -> dict[str, Any]:
     """Tensors and metadata for one shard (pairs whose images fail to decode are skipped)."""
     kept, pixels, sizes, crops, crops_flip = [], [], [], [], []
     for pair in pairs:
@@ -121,7 +127,12 @@ def _encode_shard(backbone: Backbone, pairs: list[PreferencePair], settings: Cac
         crops.append([w.crop_top_left, l_.crop_top_left])
         # a mirrored centre crop: left offset measured in the mirrored image
         widths = [round(img.width * settings.resolution / min(img.size)) for img in (winner, loser)]
-        crops_flip.append([(c[0], max(settings.resolution, wd) - c[1] - settings.resolution) for c, wd in zip(crops[-1], widths, strict=True)])
+        crops_flip.append(
+            [
+                (c[0], max(settings.resolution, wd) - c[1] - settings.resolution)
+                for c, wd in zip(crops[-1], widths, strict=True)
+            ]
+        )
     if not kept:
         return {}
     stacked = torch.stack(pixels)  # [n, 2, 3, H, W]
@@ -141,7 +152,7 @@ def _encode_shard(backbone: Backbone, pairs: list[PreferencePair], settings: Cac
             tensors[f"{side}_std{suffix}"] = std[:, i].to(torch.float16).contiguous()
     prompts = sorted({p.prompt for p in kept})
     prompt_row = {p: i for i, p in enumerate(prompts)}
-    cond = {}
+    cond: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(prompts), settings.batch_size):
         part = backbone.encode_prompts(prompts[start : start + settings.batch_size])
         for key, value in part.items():
@@ -162,9 +173,17 @@ def _write_shard(path: Path, encoded: dict[str, Any]) -> None:
 
     tmp = path.with_suffix(".tmp")
     if encoded:
-        save_file(encoded["tensors"], str(tmp), metadata={**encoded["metadata"], "num_pairs": str(len(encoded["tensors"]["prompt_row"]))})
+        save_file(
+            encoded["tensors"],
+            str(tmp),
+            metadata={**encoded["metadata"], "num_pairs": str(len(encoded["tensors"]["prompt_row"]))},
+        )
     else:  # every pair of the shard was bad: an empty marker keeps resume and indexing simple
-        save_file({"prompt_row": torch.zeros(0, dtype=torch.int64)}, str(tmp), metadata={"num_pairs": "0", "prompts": "[]", "row_ids": "[]"})
+        save_file(
+            {"prompt_row": torch.zeros(0, dtype=torch.int64)},
+            str(tmp),
+            metadata={"num_pairs": "0", "prompts": "[]", "row_ids": "[]"},
+        )
     os.replace(tmp, path)
 
 
@@ -212,10 +231,17 @@ def build_cache(
         bar.update(len(shard))
     bar.close()
     (out / f"report_{process_index}.json").write_text(
-        json.dumps({"source_dropped": dict(source_report.dropped), "encode_dropped": dict(encode_report.dropped),
-                    "examples": {**source_report.examples, **encode_report.examples}})
+        json.dumps(
+            {
+                "source_dropped": dict(source_report.dropped),
+                "encode_dropped": dict(encode_report.dropped),
+                "examples": {**source_report.examples, **encode_report.examples},
+            }
+        )
     )
-    log.info("cache %s: read %s; failed to decode %d", out, source_report.summary(), sum(encode_report.dropped.values()))
+    log.info(
+        "cache %s: read %s; failed to decode %d", out, source_report.summary(), sum(encode_report.dropped.values())
+    )
     return expected
 
 
@@ -285,7 +311,9 @@ def check_cache_matches(info: dict[str, Any], backbone: Backbone, data: DataConf
     if not data.center_crop:
         problems.append("crop: the cache holds centre crops; set data.center_crop=true")
     if data.random_flip and not transform["flip_copies"]:
-        problems.append("flip: the cache has no flipped copies; rebuild with --flip-copies or set data.random_flip=false")
+        problems.append(
+            "flip: the cache has no flipped copies; rebuild with --flip-copies or set data.random_flip=false"
+        )
     if problems:
         raise DataError(f"{path} was made with a different model or transform: " + "; ".join(problems))
 
@@ -338,7 +366,7 @@ class CachedPairStream(Dataset):
             item[f"{side}_latent_std"] = f.get_slice(f"{side}_std{suffix}")[row : row + 1][0].float()
         prompt_row = int(f.get_slice("prompt_row")[row : row + 1][0])
         item["prompt_cond"] = {
-            key[len("cond."):]: f.get_slice(key)[prompt_row : prompt_row + 1][0].float()
+            key[len("cond.") :]: f.get_slice(key)[prompt_row : prompt_row + 1][0].float()
             for key in f.keys()
             if key.startswith("cond.")
         }

@@ -32,7 +32,9 @@ class Chunk:
 
 def is_saved_datasets_dir(path: Path) -> bool:
     """A directory written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
-    return path.is_dir() and any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return path.is_dir() and any(
+        (path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")
+    )
 
 
 def saved_datasets_files(path: Path, split: str) -> list[Path]:
@@ -42,7 +44,9 @@ def saved_datasets_files(path: Path, split: str) -> list[Path]:
     if dict_file.is_file():
         splits = json.loads(dict_file.read_text()).get("splits", [])
         if split not in splits:
-            raise DataError(f"{path}: saved DatasetDict has no split {split!r} (splits: {', '.join(splits)}); set data.split")
+            raise DataError(
+                f"{path}: saved DatasetDict has no split {split!r} (splits: {', '.join(splits)}); set data.split"
+            )
         return saved_datasets_files(path / split, split)
     state = path / "state.json"
     if state.is_file():

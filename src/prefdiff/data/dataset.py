@@ -73,7 +73,9 @@ class SlotDataset(Dataset):
                 detail = f" ({decoded.detail})" if decoded.detail else ""
                 raise DataError(f"{found.where}: {decoded.reason}{detail} (data.strict=true)")
             self.substitutions[decoded.reason] += 1
-            log.warning("slot %d: %s: %s (%s); substituting the next pair", slot, found.row_id, decoded.reason, decoded.detail)
+            log.warning(
+                "slot %d: %s: %s (%s); substituting the next pair", slot, found.row_id, decoded.reason, decoded.detail
+            )
         else:
             raise DataError(f"slot {slot}: {MAX_SUBSTITUTES} pairs in a row could not be decoded (last: {found.where})")
         gen = pair_generator(self.seed, slot, stream=TRANSFORM_STREAM)
@@ -144,7 +146,13 @@ class StreamingPairStream(SlotDataset):
         super().__init__(config.resolution, seed, config.center_crop, config.random_flip, config.strict)
         self.report = ReadReport()
         chunks, columns = build_index(source, config, self.report)
-        log.info("data %s (%s, streaming, windows of >= %d pairs): %s", config.path, source.format, config.shuffle_buffer, self.report.summary())
+        log.info(
+            "data %s (%s, streaming, windows of >= %d pairs): %s",
+            config.path,
+            source.format,
+            config.shuffle_buffer,
+            self.report.summary(),
+        )
         if not chunks:
             raise DataError(f"{config.path}: no usable pairs ({self.report.summary()})")
         self.windows = WindowedPairs(chunks, columns, source, seed, config.shuffle_buffer, shuffle)
@@ -161,8 +169,12 @@ def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
     return PairBatch(
         slots=[item["slot"] for item in items],
         labels=torch.ones(len(items)),
-        original_size=torch.tensor([item["original_size"][0] for item in items] + [item["original_size"][1] for item in items]),
-        crop_top_left=torch.tensor([item["crop_top_left"][0] for item in items] + [item["crop_top_left"][1] for item in items]),
+        original_size=torch.tensor(
+            [item["original_size"][0] for item in items] + [item["original_size"][1] for item in items]
+        ),
+        crop_top_left=torch.tensor(
+            [item["crop_top_left"][0] for item in items] + [item["crop_top_left"][1] for item in items]
+        ),
         prompts=[item["prompt"] for item in items],
         winner_pixels=torch.stack([item["winner_pixels"] for item in items]),
         loser_pixels=torch.stack([item["loser_pixels"] for item in items]),
@@ -224,7 +236,23 @@ def build_pair_stream(config: DataConfig, seed: int) -> SlotDataset:
     source = resolve(config)
     if use_streaming(config, source):
         return StreamingPairStream(source, config, seed)
-    return PairStream(load_pairs(config, source), config.resolution, seed, config.center_crop, config.random_flip, strict=config.strict)
+    return PairStream(
+        load_pairs(config, source),
+        config.resolution,
+        seed,
+        config.center_crop,
+        config.random_flip,
+        strict=config.strict,
+    )
 
 
-__all__ = ["PairStream", "SlotBatchSampler", "SlotDataset", "StreamingPairStream", "build_pair_stream", "collate_pairs", "epoch_permutation", "load_pairs"]
+__all__ = [
+    "PairStream",
+    "SlotBatchSampler",
+    "SlotDataset",
+    "StreamingPairStream",
+    "build_pair_stream",
+    "collate_pairs",
+    "epoch_permutation",
+    "load_pairs",
+]

@@ -54,7 +54,9 @@ class ColumnMap:
         needed = ("chosen", "rejected") if pair else ("image_0", "image_1", "label_0")
         for key in needed:
             if not getattr(self, key):
-                raise ConfigError(f"config key 'data.columns.{key}' is empty (needed with data.columns.{(pair or label)[0]})")
+                raise ConfigError(
+                    f"config key 'data.columns.{key}' is empty (needed with data.columns.{(pair or label)[0]})"
+                )
         return self
 
 
@@ -96,7 +98,9 @@ class MappedSpec:
         if winner is None or loser is None:
             return Reject("image missing", detail=names[0] if winner is None else names[1])
         mapped = set(self.required())
-        provenance = {k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))}
+        provenance = {
+            k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))
+        }
         return PreferencePair(row[c.prompt], winner, loser, self.source, row_id, labels, provenance)
 
 
@@ -119,4 +123,6 @@ def _resolve_mapped(config: DataConfig, path: Path) -> DataSource:
     return DataSource("mapped", "columnar", columnar_files(path, config.split), spec)
 
 
-DATA_FORMATS.register("mapped")(DataFormat(detect=lambda config, path: config.columns.is_set(), resolve=_resolve_mapped, priority=10))
+DATA_FORMATS.register("mapped")(
+    DataFormat(detect=lambda config, path: config.columns.is_set(), resolve=_resolve_mapped, priority=10)
+)

@@ -42,8 +42,12 @@ def _claims_pairs_folder(config: DataConfig, path: Path) -> bool:
 
 def _resolve_pairs_folder(config: DataConfig, path: Path) -> DataSource:
     if config.columns.is_set():
-        raise ConfigError("data.columns is set but data.format=pairs_jsonl uses prompt/chosen/rejected; use data.format=mapped")
+        raise ConfigError(
+            "data.columns is set but data.format=pairs_jsonl uses prompt/chosen/rejected; use data.format=mapped"
+        )
     return DataSource("pairs_jsonl", "jsonl", [pairs_file(path)], pairs_folder_spec(config.drop_ties))
 
 
-DATA_FORMATS.register("pairs_jsonl")(DataFormat(detect=_claims_pairs_folder, resolve=_resolve_pairs_folder, priority=20))
+DATA_FORMATS.register("pairs_jsonl")(
+    DataFormat(detect=_claims_pairs_folder, resolve=_resolve_pairs_folder, priority=20)
+)

@@ -57,14 +57,15 @@ class PickapicSpec:
         if rejection is not None and rejection.bad:
             return rejection
         label_1 = row.get("label_1")
-        if label_1 is not None and label_1 != 1 - label_0:
+        if label_1 is not None and label_0 is not None and label_1 != 1 - label_0:
             return Reject("label_1 is not 1 - label_0")
         return prompt_reject(row.get("caption")) or rejection
 
     def to_pair(self, row: dict[str, Any], row_id: str, base_dir: Path) -> PreferencePair | Reject:
-        images = [image_source(row.get(c), base_dir) for c in ("jpg_0", "jpg_1")]
-        if images[0] is None or images[1] is None:
-            return Reject("image missing", detail="jpg_0" if images[0] is None else "jpg_1")
+        first, second = (image_source(row.get(c), base_dir) for c in ("jpg_0", "jpg_1"))
+        if first is None or second is None:
+            return Reject("image missing", detail="jpg_0" if first is None else "jpg_1")
+        images = (first, second)
         label_0 = float(row["label_0"])
         order = (0, 1) if label_0 >= 0.5 else (1, 0)
         provenance: dict[str, Any] = {}
@@ -87,7 +88,9 @@ class PickapicSpec:
         )
 
 
-def read_pickapic(path: str | Path, drop_ties: bool = True, report: ReadReport | None = None) -> Iterator[PreferencePair]:
+def read_pickapic(
+    path: str | Path, drop_ties: bool = True, report: ReadReport | None = None
+) -> Iterator[PreferencePair]:
     """Yield pairs from a Pick-a-Pic parquet file, directory of shards or saved datasets
     directory, winner first; bad rows are skipped and counted in ``report``."""
     report = report if report is not None else ReadReport()

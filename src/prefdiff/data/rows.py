@@ -108,15 +108,19 @@ def open_columnar(file: Path, spec: RowSpec, report: ReadReport, strict: bool) -
     return names, chunks
 
 
-def readable_chunk(chunk: Chunk, rows: list[dict] | DataError, report: ReadReport, strict: bool) -> bool:
-    """True when ``rows`` are rows; a read error is raised (strict) or counted for every row of
-    the chunk (false)."""
+def readable_chunk(chunk: Chunk, rows: list[dict] | DataError, report: ReadReport, strict: bool) -> list[dict] | None:
+    """``rows`` when they are rows; a read error is raised (strict) or counted for every row of
+    the chunk, and None returned (not strict)."""
     if not isinstance(rows, DataError):
-        return True
+        return rows
     if strict:
         raise rows
-    report.drop("unreadable row group", f"{chunk.file.name}:{chunk.first_row}-{chunk.first_row + chunk.num_rows - 1}", count=chunk.num_rows)
-    return False
+    report.drop(
+        "unreadable row group",
+        f"{chunk.file.name}:{chunk.first_row}-{chunk.first_row + chunk.num_rows - 1}",
+        count=chunk.num_rows,
+    )
+    return None
 
 
 def iter_columnar(
@@ -128,8 +132,9 @@ def iter_columnar(
         if opened is None:
             continue
         names, chunks = opened
-        for chunk, rows in read_chunks(file, chunks, spec.read_columns(names)):
-            if not readable_chunk(chunk, rows, report, strict):
+        for chunk, read in read_chunks(file, chunks, spec.read_columns(names)):
+            rows = readable_chunk(chunk, read, report, strict)
+            if rows is None:
                 continue
             for offset, row in enumerate(rows):
                 number = chunk.first_row + offset
@@ -162,7 +167,11 @@ def iter_jsonl(
             where = f"{file}, line {number}"
             if not isinstance(row, Reject):
                 missing = [key for key in spec.required() if key not in row]
-                pair = Reject(f"missing key {missing[0]}") if missing else row_to_pair(spec, row, row_id, file.parent, check)
+                pair = (
+                    Reject(f"missing key {missing[0]}")
+                    if missing
+                    else row_to_pair(spec, row, row_id, file.parent, check)
+                )
             else:
                 pair = row
             if isinstance(pair, Reject):

@@ -58,7 +58,9 @@ class Candidate:
     pair: PreferencePair | Reject
 
 
-def build_index(source: DataSource, config: DataConfig, report: ReadReport) -> tuple[list[IndexedChunk], dict[Path, list[str]]]:
+def build_index(
+    source: DataSource, config: DataConfig, report: ReadReport
+) -> tuple[list[IndexedChunk], dict[Path, list[str]]]:
     """Scan the label/caption columns: the chunks with candidates, in storage order, and each
     file's pair columns. Screen drops are counted in ``report`` (strict: bad rows raise)."""
     spec = source.spec
@@ -71,8 +73,9 @@ def build_index(source: DataSource, config: DataConfig, report: ReadReport) -> t
             continue
         names, chunks = opened
         columns[file] = spec.read_columns(names)
-        for chunk, rows in read_chunks(file, chunks, spec.scan_columns(names)):
-            if not readable_chunk(chunk, rows, report, config.strict):
+        for chunk, read in read_chunks(file, chunks, spec.scan_columns(names)):
+            rows = readable_chunk(chunk, read, report, config.strict)
+            if rows is None:
                 continue
             count = 0
             for offset, row in enumerate(rows):
@@ -187,7 +190,10 @@ class WindowedPairs:
             rows.extend(self._candidates(indexed, read.pop(indexed.chunk, _GONE)))
         expected = plan.starts[window + 1] - plan.starts[window]
         if len(rows) != expected:
-            raise DataError(f"window {window} of epoch {epoch}: read {len(rows)} candidates, the index has {expected}; did the data files change?")
+            raise DataError(
+                f"window {window} of epoch {epoch}: read {len(rows)} candidates, the index has {expected}; did the "
+                "data files change?"
+            )
         if self.shuffle:
             perm = np.random.default_rng([self.seed, epoch, window, _WINDOW_KEY]).permutation(len(rows))
         else:

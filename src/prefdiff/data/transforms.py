@@ -27,7 +27,7 @@ def _resize_short_side(image: Image.Image, resolution: int) -> Image.Image:
     width, height = image.size
     scale = resolution / min(width, height)
     size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    return image if size == image.size else image.resize(size, Image.BICUBIC)
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
 
 
 def _to_pixels(image: Image.Image) -> torch.Tensor:
@@ -59,7 +59,7 @@ def transform_pair(
             left, top = round(crop_u * spare_w), round(crop_v * spare_h)
         cropped = resized.crop((left, top, left + resolution, top + resolution))
         if flip:
-            cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
+            cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             left = resized.width - (left + resolution)  # where the crop sits in the flipped image
         out.append(TransformedImage(_to_pixels(cropped), original, (top, left)))
     return out[0], out[1]

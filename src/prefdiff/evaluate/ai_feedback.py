@@ -38,7 +38,9 @@ def label_with_ai(
     if tie_threshold < 0:
         raise ConfigError(f"--tie-threshold must be >= 0 (got {tie_threshold})")
     images_dir = out / "images"
-    generate_prompt_set(model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size)
+    generate_prompt_set(
+        model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size
+    )
     scorer = load_mixed(scorer_spec)
     pairs = manifest_pairs(images_dir)
     labels, scores = [], []

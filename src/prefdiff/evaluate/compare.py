@@ -54,14 +54,22 @@ def svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
     height = len(rows) * (bar + gap) + 30
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="12">']
     scale = width - left - 20
-    parts.append(f'<line x1="{left + scale / 2}" y1="0" x2="{left + scale / 2}" y2="{height - 20}" stroke="#999" stroke-dasharray="4"/>')
+    parts.append(
+        f'<line x1="{left + scale / 2}" y1="0" x2="{left + scale / 2}" y2="{height - 20}" '
+        'stroke="#999" stroke-dasharray="4"/>'
+    )
     for i, (label, rate, low, high) in enumerate(rows):
         y = i * (bar + gap) + 5
         parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
         parts.append(f'<rect x="{left}" y="{y}" width="{rate * scale:.1f}" height="{bar}" fill="#4c78a8"/>')
-        parts.append(f'<line x1="{left + low * scale:.1f}" y1="{y + bar / 2}" x2="{left + high * scale:.1f}" y2="{y + bar / 2}" stroke="#222" stroke-width="2"/>')
+        parts.append(
+            f'<line x1="{left + low * scale:.1f}" y1="{y + bar / 2}" x2="{left + high * scale:.1f}" '
+            f'y2="{y + bar / 2}" stroke="#222" stroke-width="2"/>'
+        )
         parts.append(f'<text x="{left + rate * scale + 4:.1f}" y="{y + 13}">{rate:.0%}</text>')
-    parts.append(f'<text x="{left}" y="{height - 5}">0%</text><text x="{left + scale - 20}" y="{height - 5}">100%</text></svg>')
+    parts.append(
+        f'<text x="{left}" y="{height - 5}">0%</text><text x="{left + scale - 20}" y="{height - 5}">100%</text></svg>'
+    )
     return "".join(parts)
 
 
@@ -73,8 +81,9 @@ def svg_curve(rows: list[dict[str, Any]], key: str) -> str:
     xs, ys = [v[0] for v in values], [v[1] for v in values]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     span_y = (y1 - y0) or 1.0
+    span_x = (x1 - x0) or 1
     points = " ".join(
-        f"{pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad):.1f},{height - pad - (y - y0) / span_y * (height - 2 * pad):.1f}"
+        f"{pad + (x - x0) / span_x * (width - 2 * pad):.1f},{height - pad - (y - y0) / span_y * (height - 2 * pad):.1f}"
         for x, y in values
     )
     return (
@@ -85,7 +94,13 @@ def svg_curve(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def write_report(
-    out: Path, run_a: Path, run_b: Path, pairs: ImagePairs, summary: dict[str, Any], comparisons: list[Comparison], max_rows: int = 24
+    out: Path,
+    run_a: Path,
+    run_b: Path,
+    pairs: ImagePairs,
+    summary: dict[str, Any],
+    comparisons: list[Comparison],
+    max_rows: int = 24,
 ) -> Path:
     """report.html: bars with intervals, a side-by-side grid (images referenced by relative path),
     and the training curves of the runs behind A and B when their metrics are found."""
@@ -101,32 +116,40 @@ def write_report(
         mark_b = " class=win" if comparison.score_b > comparison.score_a else ""
         rows.append(
             f"<tr><td>{html.escape(ra.prompt)}<br><small>seed {ra.seed}</small></td>"
-            f"<td{mark_a}><img src=\"{src_a}\"><br>{comparison.score_a:.3f}</td>"
-            f"<td{mark_b}><img src=\"{src_b}\"><br>{comparison.score_b:.3f}</td></tr>"
+            f'<td{mark_a}><img src="{src_a}"><br>{comparison.score_a:.3f}</td>'
+            f'<td{mark_b}><img src="{src_b}"><br>{comparison.score_b:.3f}</td></tr>'
         )
     curves = ""
     for name, record in (("A", pairs[0][0]), ("B", pairs[0][1])):
         metrics = _training_curve(record)
         if metrics:
-            curves += f"<h3>Training run behind {name}</h3>" + "".join(svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin"))
+            curves += f"<h3>Training run behind {name}</h3>" + "".join(
+                svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin")
+            )
     low, high = summary["win_rate_ci"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff compare</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} img{{width:192px;image-rendering:pixelated}}
-td{{vertical-align:top;padding:6px;text-align:center}} td.win{{background:#e6f4ea}} table{{border-collapse:collapse}}</style></head><body>
-<h1>A wins {summary['win_rate']:.1%} of {summary['n']} paired comparisons</h1>
-<p>A = <code>{html.escape(str(run_a))}</code>, B = <code>{html.escape(str(run_b))}</code>, scorer <code>{html.escape(summary['scorer'])}</code>.
-Wins {summary['wins']}, losses {summary['losses']}, ties {summary['ties']} (counted half). Wilson 95%: {low:.1%}–{high:.1%};
-bootstrap over {summary['num_prompts']} prompts: {summary['win_rate_bootstrap_ci'][0]:.1%}–{summary['win_rate_bootstrap_ci'][1]:.1%}.
-Mean score A {summary['mean_score_a']:.4f}, B {summary['mean_score_b']:.4f}.</p>
+td{{vertical-align:top;padding:6px;text-align:center}} td.win{{background:#e6f4ea}}
+table{{border-collapse:collapse}}</style></head><body>
+<h1>A wins {summary["win_rate"]:.1%} of {summary["n"]} paired comparisons</h1>
+<p>A = <code>{html.escape(str(run_a))}</code>, B = <code>{html.escape(str(run_b))}</code>, scorer
+<code>{html.escape(summary["scorer"])}</code>.
+Wins {summary["wins"]}, losses {summary["losses"]}, ties {summary["ties"]} (counted half). Wilson 95%:
+{low:.1%}–{high:.1%};
+bootstrap over {summary["num_prompts"]} prompts:
+{summary["win_rate_bootstrap_ci"][0]:.1%}–{summary["win_rate_bootstrap_ci"][1]:.1%}.
+Mean score A {summary["mean_score_a"]:.4f}, B {summary["mean_score_b"]:.4f}.</p>
 <h2>Win rate of A over B</h2>{svg_bars(bars)}
-<h2>Side by side (first {len(rows)})</h2><table><tr><th>prompt</th><th>A</th><th>B</th></tr>{''.join(rows)}</table>
+<h2>Side by side (first {len(rows)})</h2><table><tr><th>prompt</th><th>A</th><th>B</th></tr>{"".join(rows)}</table>
 {curves}</body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path
 
 
-def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_margin: float = 0.0, batch_size: int = 16) -> dict[str, Any]:
+def compare_runs(
+    run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_margin: float = 0.0, batch_size: int = 16
+) -> dict[str, Any]:
     """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary."""
     from prefdiff.evaluate.scorers import load_mixed
 
@@ -137,7 +160,13 @@ def compare_runs(run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_marg
 
 
 def write_comparison(
-    out: Path, run_a: Path, run_b: Path, pairs: ImagePairs, comparisons: list[Comparison], scorer_spec: str, tie_margin: float = 0.0
+    out: Path,
+    run_a: Path,
+    run_b: Path,
+    pairs: ImagePairs,
+    comparisons: list[Comparison],
+    scorer_spec: str,
+    tie_margin: float = 0.0,
 ) -> dict[str, Any]:
     """Summarise scored comparisons into ``out/summary.json``, ``out/scores.jsonl`` and
     ``out/report.html``; returns the summary."""

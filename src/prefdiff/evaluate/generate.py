@@ -5,7 +5,8 @@ benchmark prompt file (``--prompts FILE --images-per-prompt N``) where image ``i
 ``p`` gets the seed :func:`paired_seed` ``(base_seed, p, i)``: two models run on the same file
 start from the same noise. Images already on disk are skipped (resume). Beside the images,
 ``manifest.jsonl`` holds one record per image: prompt, prompt_index, image_index, seed, file,
-category, model, lora, unet (the tuned denoiser directory, UNet or transformer) and the sampler settings (the format the label app reads).
+category, model, lora, unet (the tuned denoiser directory, UNet or transformer) and the sampler
+settings (the format the label app reads).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 from prefdiff.errors import ConfigError, ModelLoadError
 from prefdiff.models import load_backbone
@@ -56,7 +60,9 @@ def paired_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def load_generation_pipeline(model: Path, lora: Path | None = None, denoiser: Path | None = None, scheduler: str = "default"):
+def load_generation_pipeline(
+    model: Path, lora: Path | None = None, denoiser: Path | None = None, scheduler: str = "default"
+) -> tuple[DiffusionPipeline, int]:
     """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
     transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline and its
     native resolution."""
@@ -71,8 +77,9 @@ def load_generation_pipeline(model: Path, lora: Path | None = None, denoiser: Pa
             raise ModelLoadError(f"--denoiser {denoiser}: not a {backbone.denoiser_name} directory (no config.json)")
         tuned = backbone.load_denoiser(denoiser)
     pipe = backbone.pipeline(denoiser=tuned)
-    if SCHEDULERS[scheduler] is not None:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
+    scheduler_class = SCHEDULERS[scheduler]
+    if scheduler_class is not None:
+        pipe.scheduler = getattr(diffusers, scheduler_class).from_config(pipe.scheduler.config)
     if lora is not None:
         if not (lora / "pytorch_lora_weights.safetensors").is_file():
             raise ModelLoadError(f"--lora {lora}: no pytorch_lora_weights.safetensors in this directory")
@@ -103,7 +110,9 @@ def run_jobs(
     if todo:
         pipe, native = load_generation_pipeline(model, lora, denoiser, settings.scheduler)
         size = size or native
-        for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size):
+        for start in tqdm(
+            range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size
+        ):
             batch = todo[start : start + batch_size]
             images = pipe(
                 [job.prompt for job in batch],

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from prefdiff.config import Config, DataConfig
-from prefdiff.models.base import Backbone
+from prefdiff.models.base import Backbone, Denoiser
 from prefdiff.train.components import build_components
 from prefdiff.train.reference import AdapterDisabledReference, ModuleReference, Reference
 from prefdiff.train.step import StepContext, micro_batch_loss
 
 
-def _policy_and_reference(backbone: Backbone, lora: Path | None, denoiser: Path | None) -> tuple[torch.nn.Module, Reference, object]:
+def _policy_and_reference(
+    backbone: Backbone, lora: Path | None, denoiser: Path | None
+) -> tuple[Denoiser, Reference, Any]:
     """The tuned denoiser, the base as its reference, and the pipeline holding a loaded LoRA
     (to unload afterwards; None for a full denoiser)."""
     if lora is not None:

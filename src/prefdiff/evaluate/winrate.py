@@ -57,7 +57,9 @@ def bootstrap_interval(
     return (rates[int(tail * (iterations - 1))], rates[int((1 - tail) * (iterations - 1))])
 
 
-def summarize(comparisons: Sequence[Comparison], tie_margin: float = 0.0, iterations: int = 2000, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    comparisons: Sequence[Comparison], tie_margin: float = 0.0, iterations: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """The fields of ``summary.json``: ``win_rate`` (ties half), ``win_rate_ci`` (Wilson 95%),
     ``win_rate_bootstrap_ci`` (over prompts), ``wins``/``losses``/``ties``/``n``, the mean
     scores, and the same per category when the prompt set has categories."""

@@ -163,9 +163,7 @@ def admin_add_raters(
 
 
 @router.post("/admin/raters/{rater_id}/rotate", response_class=HTMLResponse)
-def admin_rotate(
-    request: Request, rater_id: int, csrf: Annotated[str, Form(max_length=128)] = ""
-) -> Response:
+def admin_rotate(request: Request, rater_id: int, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     """Give a rater a new link (the old one stops working)."""
     _admin_form(request, csrf)
     rater = studies.rotate_rater_token(database(request), rater_id)

@@ -71,9 +71,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         yield
         app.state.writer.stop()  # finish queued writes on a clean shutdown
 
-    app = FastAPI(
-        title="prefdiff label", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
+    app = FastAPI(title="prefdiff label", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.db = db
     app.state.writer = Writer(db)
     app.state.settings = settings
@@ -125,10 +123,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
         app.add_exception_handler(error_type, handler)
 
-    def validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
-        ]
+    def validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)  # registered for this type only
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
         if not request.url.path.startswith("/api/"):
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
             return error_response(request, 422, f"malformed request ({detail})")
@@ -136,7 +133,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, validation)
 
-    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # registered for this type only
         return error_response(request, exc.status_code, exc.detail, exc.headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -187,9 +185,7 @@ def _install_rater_routes(app: FastAPI) -> None:
     def rater_page(request: Request, token: str) -> Response:
         """The rating page of one rater."""
         rater = _rater(request, token)
-        return templates.TemplateResponse(
-            request, "rate.html", {"rater": rater, "api": f"/api/r/{token}"}
-        )
+        return templates.TemplateResponse(request, "rate.html", {"rater": rater, "api": f"/api/r/{token}"})
 
     @app.get("/api/r/{token}/next")
     async def next_comparison(request: Request, token: str) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,8 +45,8 @@ SIDES = ("left", "right", "tie")
 
 # Prebuilt Core statements on the tables (no ORM layer, compiled once and cached by
 # SQLAlchemy): this path runs for every vote, in the single writer thread.
-_A, _C, _V = Assignment.__table__, Comparison.__table__, Vote.__table__
-_R, _S, _Q = Rater.__table__, Study.__table__, Question.__table__
+_A, _C, _V = (cast(Table, model.__table__) for model in (Assignment, Comparison, Vote))
+_R, _S, _Q = (cast(Table, model.__table__) for model in (Rater, Study, Question))
 _FIND_RATER = (
     select(_R.c.id, _R.c.name, _S.c.id, _S.c.name, _S.c.allow_ties, _S.c.raters_per_comparison,
            _S.c.assignment_ttl_s, _Q.c.id, _Q.c.key, _Q.c.text)
@@ -87,9 +88,7 @@ _INSERT_ASSIGNMENT = insert(_A).returning(_A.c.id)
 _BUMP = update(_C).where(_C.c.id == bindparam("c")).values(n_assigned=_C.c.n_assigned + 1)
 _PROMPT = select(_C.c.prompt).where(_C.c.id == bindparam("c"))
 _ANSWERED = select(_V.c.question_id).where(_V.c.assignment_id == bindparam("a"))
-_DONE = select(func.count()).select_from(_A).where(
-    _A.c.rater_id == bindparam("r"), _A.c.completed_at.is_not(None)
-)
+_DONE = select(func.count()).select_from(_A).where(_A.c.rater_id == bindparam("r"), _A.c.completed_at.is_not(None))
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -125,7 +124,7 @@ def find_rater(session: Session, token: str) -> RaterView | None:
     if not rows:
         return None
     questions = tuple((row[7], row[8], row[9]) for row in rows)
-    return RaterView(*rows[0][:7], questions=questions)  # type: ignore[arg-type]
+    return RaterView(*rows[0][:7], questions=questions)
 
 
 @dataclass
@@ -197,9 +196,8 @@ def release_expired(session: Session, study_id: int, ttl_s: int) -> int:
         session.execute(select(Comparison.id).where(Comparison.id == comparison_id).with_for_update())
         try:
             with session.begin_nested():
-                gone = session.execute(
-                    delete(Assignment).where(Assignment.id == assignment_id, ~has_vote)
-                ).rowcount
+                deleted = session.execute(delete(Assignment).where(Assignment.id == assignment_id, ~has_vote))
+                gone = cast(CursorResult, deleted).rowcount
                 if gone:
                     session.execute(
                         update(Comparison).where(Comparison.id == comparison_id)
@@ -278,9 +276,7 @@ def check_vote(rater: RaterView, question_key: str, side: str) -> int:
     return question_id
 
 
-def record_vote(
-    db: Database, rater: RaterView, assignment_id: int, question_key: str, side: str
-) -> VoteResult:
+def record_vote(db: Database, rater: RaterView, assignment_id: int, question_key: str, side: str) -> VoteResult:
     """Store one vote and hand out the rater's next assignment, in one transaction that is
     committed before this returns (the web app does the same through `writer.Writer`)."""
     for _attempt in range(5):
@@ -339,9 +335,7 @@ def progress_in_session(session: Session, rater: RaterView, exact: bool = True) 
     done = session.connection().execute(_DONE, {"r": rater.rater_id}).scalar() or 0
     if not exact:
         return Progress(done=done, available=-1)
-    already = exists().where(
-        Assignment.comparison_id == Comparison.id, Assignment.rater_id == rater.rater_id
-    )
+    already = exists().where(Assignment.comparison_id == Comparison.id, Assignment.rater_id == rater.rater_id)
     available = session.scalar(
         select(func.count()).select_from(Comparison).where(
             Comparison.study_id == rater.study_id,

@@ -23,14 +23,11 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar="PREFDIFF_LABEL_DB",
-        help="SQLAlchemy URL (sqlite:///label.db, postgresql+psycopg://user:pw@host/db) or a "
-        "SQLite file path.",
+        help="SQLAlchemy URL (sqlite:///label.db, postgresql+psycopg://user:pw@host/db) or a SQLite file path.",
     ),
 ]
 StudyOption = Annotated[str, typer.Option("--study", help="Study name or id.")]
-BaseUrlOption = Annotated[
-    str, typer.Option("--base-url", help="Public URL of the server, used to print rater links.")
-]
+BaseUrlOption = Annotated[str, typer.Option("--base-url", help="Public URL of the server, used to print rater links.")]
 DEFAULT_DB = "prefdiff-label.db"
 
 
@@ -77,8 +74,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     admin_token: Annotated[
         str | None,
-        typer.Option(envvar="PREFDIFF_LABEL_ADMIN_TOKEN", help="Set this admin token (else the "
-                     "stored one; a new one is printed when none is stored)."),
+        typer.Option(
+            envvar="PREFDIFF_LABEL_ADMIN_TOKEN",
+            help="Set this admin token (else the stored one; a new one is printed when none is stored).",
+        ),
     ] = None,
     rate_limit: Annotated[float, typer.Option(help="Requests/s per rater link or client IP (0: off).")] = 30.0,
     max_body_kb: Annotated[int, typer.Option(help="Largest request body accepted, in KiB.")] = 64,
@@ -116,8 +115,9 @@ def create_study(
     pairs: Annotated[Path | None, typer.Option(help="Collection: a pairs.jsonl or a folder of pair folders.")] = None,
     question: Annotated[
         list[str] | None,
-        typer.Option(help="Repeatable: preference, aesthetics, alignment or 'key=Question text?'. "
-                     "Default: preference."),
+        typer.Option(
+            help="Repeatable: preference, aesthetics, alignment or 'key=Question text?'. Default: preference."
+        ),
     ] = None,
     ties: Annotated[bool, typer.Option("--ties/--no-ties", help="Allow 'about the same'.")] = True,
     raters_per_comparison: Annotated[int, typer.Option(help="Distinct raters per comparison.")] = 5,

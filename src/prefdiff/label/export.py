@@ -60,14 +60,23 @@ class _ComparisonInfo:
 
 def _comparisons(db: Database, study_id: int) -> dict[int, _ComparisonInfo]:
     with db.read() as session:
-        roots = dict(
-            session.execute(select(ImageRoot.id, ImageRoot.path).where(ImageRoot.study_id == study_id)).all()
-        )
+        roots = dict(session.execute(select(ImageRoot.id, ImageRoot.path).where(ImageRoot.study_id == study_id)).all())
         rows = session.scalars(select(Comparison).where(Comparison.study_id == study_id)).all()
         return {
             c.id: _ComparisonInfo(
-                c.id, c.position, c.prompt, c.category, c.prompt_index, c.image_index, c.seed,
-                roots[c.root_0_id], c.path_0, roots[c.root_1_id], c.path_1, c.model_0, c.model_1,
+                c.id,
+                c.position,
+                c.prompt,
+                c.category,
+                c.prompt_index,
+                c.image_index,
+                c.seed,
+                roots[c.root_0_id],
+                c.path_0,
+                roots[c.root_1_id],
+                c.path_1,
+                c.model_0,
+                c.model_1,
             )  # fmt: skip
             for c in rows
         }
@@ -133,7 +142,13 @@ def _read_image(root: str, relative: str, where: str) -> bytes:
 
 
 EXPORT_COLUMNS = (
-    *PICKAPIC_COLUMNS, "votes_0", "votes_1", "votes_tie", "study", "question", "category",
+    *PICKAPIC_COLUMNS,
+    "votes_0",
+    "votes_1",
+    "votes_tie",
+    "study",
+    "question",
+    "category",
 )
 """The columns of a study's Pick-a-Pic export: Pick-a-Pic v2's, the vote counts and the study."""
 

@@ -61,10 +61,17 @@ def load_votes(session: Session, study_id: int) -> list[VoteRow]:
     ).all()
     return [
         VoteRow(
-            vote_id=vote.id, question=key, comparison_id=assignment.comparison_id,
-            rater_id=assignment.rater_id, rater_name=rater_name, assignment_id=assignment.id,
-            flipped=assignment.flipped, side=vote.side, choice=vote.choice,
-            assigned_at=as_utc(assignment.created_at), voted_at=as_utc(vote.created_at),
+            vote_id=vote.id,
+            question=key,
+            comparison_id=assignment.comparison_id,
+            rater_id=assignment.rater_id,
+            rater_name=rater_name,
+            assignment_id=assignment.id,
+            flipped=assignment.flipped,
+            side=vote.side,
+            choice=vote.choice,
+            assigned_at=as_utc(assignment.created_at),
+            voted_at=as_utc(vote.created_at),
         )  # fmt: skip
         for vote, key, assignment, rater_name in rows
     ]
@@ -97,13 +104,11 @@ def study_summary(db: Database, study_ref: str | int, include_incomplete: bool =
     with db.read() as session:
         study = find_study(session, study_ref)
         questions = [(q.key, q.text) for q in study.questions]
-        n_comparisons = session.scalar(
-            select(func.count()).select_from(Comparison).where(Comparison.study_id == study.id)
-        ) or 0
+        n_comparisons = (
+            session.scalar(select(func.count()).select_from(Comparison).where(Comparison.study_id == study.id)) or 0
+        )
         categories = dict(
-            session.execute(
-                select(Comparison.id, Comparison.category).where(Comparison.study_id == study.id)
-            ).all()
+            session.execute(select(Comparison.id, Comparison.category).where(Comparison.study_id == study.id)).all()
         )
         assignment_rows = session.execute(
             select(Assignment.rater_id, Assignment.comparison_id, Assignment.completed_at)
@@ -162,10 +167,12 @@ def study_summary(db: Database, study_ref: str | int, include_incomplete: bool =
             rater_agree[rater_id][1] += agree
     summary["raters"] = [
         {
-            "id": rater_id, "name": name, "active": active, **per_rater[rater_id],
+            "id": rater_id,
+            "name": name,
+            "active": active,
+            **per_rater[rater_id],
             "agreement_with_majority": (
-                rater_agree[rater_id][1] / rater_agree[rater_id][0]
-                if rater_agree[rater_id][0] else None
+                rater_agree[rater_id][1] / rater_agree[rater_id][0] if rater_agree[rater_id][0] else None
             ),
         }  # fmt: skip
         for rater_id, name, active in raters
@@ -203,12 +210,8 @@ def list_studies(db: Database) -> list[dict]:
         studies = session.scalars(select(Study).order_by(Study.id)).all()
         out = []
         for study in studies:
-            n = session.scalar(
-                select(func.count()).select_from(Comparison).where(Comparison.study_id == study.id)
-            )
-            raters = session.scalar(
-                select(func.count()).select_from(Rater).where(Rater.study_id == study.id)
-            )
+            n = session.scalar(select(func.count()).select_from(Comparison).where(Comparison.study_id == study.id))
+            raters = session.scalar(select(func.count()).select_from(Rater).where(Rater.study_id == study.id))
             votes = session.scalar(
                 select(func.count())
                 .select_from(Vote)

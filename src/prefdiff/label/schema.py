@@ -62,9 +62,7 @@ class Study(Base):
     source: Mapped[str] = mapped_column(Text, default="")  # JSON: where the pairs came from
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    questions: Mapped[list[Question]] = relationship(
-        back_populates="study", order_by="Question.position"
-    )
+    questions: Mapped[list[Question]] = relationship(back_populates="study", order_by="Question.position")
     roots: Mapped[list[ImageRoot]] = relationship(back_populates="study")
 
 
@@ -99,9 +97,7 @@ class Comparison(Base):
     __tablename__ = "comparisons"
     # The hand-out queue: "most raters first, then in order", walked by this index until the
     # first comparison the rater has not had (see assign._candidate).
-    __table_args__ = (
-        Index("ix_comparisons_queue", "study_id", text("n_assigned DESC"), "position"),
-    )
+    __table_args__ = (Index("ix_comparisons_queue", "study_id", text("n_assigned DESC"), "position"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     position: Mapped[int] = mapped_column(Integer)
@@ -152,18 +148,15 @@ class Assignment(Base):
 class Vote(Base):
     """One rater's answer to one question about one comparison.
 
-    `choice` is in comparison terms: 0 (image 0 wins), 1 (image 1 wins) or 2 (tie), `prefdiff.stats.WIN/LOSS/TIE`; `side` is
-    what the rater clicked: "left", "right" or "tie".
+    `choice` is in comparison terms: 0 (image 0 wins), 1 (image 1 wins) or 2 (tie),
+    `prefdiff.stats.WIN/LOSS/TIE`; `side` is what the rater clicked: "left", "right" or "tie".
     """
 
     __tablename__ = "votes"
-    __table_args__ = (
-        UniqueConstraint("assignment_id", "question_id", name="uq_votes_assignment_question"),
-    )
+    __table_args__ = (UniqueConstraint("assignment_id", "question_id", name="uq_votes_assignment_question"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
     question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"))
     choice: Mapped[int] = mapped_column(Integer)
     side: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-

@@ -115,9 +115,7 @@ def read_manifest(run_dir: Path) -> dict[ImageKey, ManifestImage]:
 
 
 @_as_study_errors()
-def evaluation_source(
-    run_a: Path, run_b: Path, name_a: str | None = None, name_b: str | None = None
-) -> Source:
+def evaluation_source(run_a: Path, run_b: Path, name_a: str | None = None, name_b: str | None = None) -> Source:
     """Comparisons of two generation runs, paired by (prompt_index, image_index).
 
     Refuses runs whose keys, prompts or seeds differ: the comparison must be the same prompt
@@ -125,10 +123,17 @@ def evaluation_source(
     """
     comparisons = [
         ComparisonSpec(
-            prompt=a.prompt, root_0=0, path_0=a.file, root_1=1, path_1=b.file,
+            prompt=a.prompt,
+            root_0=0,
+            path_0=a.file,
+            root_1=1,
+            path_1=b.file,
             category=a.category if a.category is not None else b.category,
-            prompt_index=a.prompt_index, image_index=a.image_index, seed=a.seed,
-            model_0=a.model_label, model_1=b.model_label,
+            prompt_index=a.prompt_index,
+            image_index=a.image_index,
+            seed=a.seed,
+            model_0=a.model_label,
+            model_1=b.model_label,
         )  # fmt: skip
         for a, b in manifests.pair_runs(run_a, run_b)
     ]

@@ -52,8 +52,7 @@ def parse_questions(specs: list[str] | None) -> list[tuple[str, str]]:
         if not sep:
             if key not in BUILTIN_QUESTIONS:
                 raise StudyError(
-                    f"unknown question {key!r}: use one of {sorted(BUILTIN_QUESTIONS)} "
-                    "or 'key=Your question?'"
+                    f"unknown question {key!r}: use one of {sorted(BUILTIN_QUESTIONS)} or 'key=Your question?'"
                 )
             text = BUILTIN_QUESTIONS[key]
         if not _KEY_RE.match(key):
@@ -127,12 +126,20 @@ def create_study(db: Database, source: Source, options: StudyOptions) -> int:
             session.flush()
             session.add_all(
                 Comparison(
-                    study_id=study.id, position=position, prompt=spec.prompt,
-                    category=spec.category, prompt_index=spec.prompt_index,
-                    image_index=spec.image_index, seed=spec.seed,
-                    root_0_id=roots[spec.root_0].id, path_0=spec.path_0,
-                    root_1_id=roots[spec.root_1].id, path_1=spec.path_1,
-                    model_0=spec.model_0, model_1=spec.model_1, n_assigned=0,
+                    study_id=study.id,
+                    position=position,
+                    prompt=spec.prompt,
+                    category=spec.category,
+                    prompt_index=spec.prompt_index,
+                    image_index=spec.image_index,
+                    seed=spec.seed,
+                    root_0_id=roots[spec.root_0].id,
+                    path_0=spec.path_0,
+                    root_1_id=roots[spec.root_1].id,
+                    path_1=spec.path_1,
+                    model_0=spec.model_0,
+                    model_1=spec.model_1,
+                    n_assigned=0,
                 )  # fmt: skip
                 for position, spec in enumerate(source.comparisons)
             )

@@ -115,10 +115,10 @@ class Writer:
                     try:
                         with session.begin_nested():
                             job.result = job.function(session)
-                    except Exception as error:  # noqa: BLE001 - handed to the job's caller
+                    except Exception as error:
                         job.error = error
             # Committed (the `with` returned): now the results may be acknowledged.
-        except Exception as error:  # noqa: BLE001 - the commit failed: nothing is acknowledged
+        except Exception as error:
             for job in batch:
                 job.result, job.error = None, error
         self.batches += 1

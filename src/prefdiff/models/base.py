@@ -15,13 +15,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 
 from prefdiff.data.batch import Conditioning, LatentStats, PairBatch
 from prefdiff.errors import ModelLoadError
 from prefdiff.registry import Registry
+
+# The trainable network of a family: a diffusers model (UNet2DConditionModel, SD3Transformer2DModel,
+# FluxTransformer2DModel), that is a torch.nn.Module with a ``config``, ``save_pretrained`` and
+# peft's ``add_adapter``. diffusers carries no type information mypy can use, so the alias is Any;
+# its name says what is meant.
+Denoiser: TypeAlias = Any
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing (seed, slot) into one generator seed
 
@@ -128,12 +134,12 @@ class Backbone:
         self.shift_factor: float = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
     @property
-    def denoiser(self) -> torch.nn.Module:
+    def denoiser(self) -> Denoiser:
         """The trainable network (UNet or transformer)."""
         return self.components[self.denoiser_name]
 
     @denoiser.setter
-    def denoiser(self, module: torch.nn.Module) -> None:
+    def denoiser(self, module: Denoiser) -> None:
         self.components[self.denoiser_name] = module
 
     # ---------------------------------------------------------------- loading
@@ -160,7 +166,7 @@ class Backbone:
         """The diffusers model class of the denoiser."""
         raise NotImplementedError
 
-    def load_denoiser(self, directory: Path) -> torch.nn.Module:
+    def load_denoiser(self, directory: Path) -> Denoiser:
         """A fully fine-tuned denoiser saved by ``prefdiff train`` (``RUN/<denoiser_name>``)."""
         if not (directory / "config.json").is_file():
             raise ModelLoadError(f"{directory}: not a {self.denoiser_name} directory (no config.json)")
@@ -269,11 +275,11 @@ class Backbone:
 
     # ---------------------------------------------------------------- prediction
 
-    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+    def predict(self, denoiser: Denoiser, problem: DenoisingProblem) -> torch.Tensor:
         """The denoiser's output for ``problem.noisy`` ``[N,C,h,w]``."""
         raise NotImplementedError
 
-    def errors(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+    def errors(self, denoiser: Denoiser, problem: DenoisingProblem) -> torch.Tensor:
         """Per-sample errors ``[N]``: mean over C,H,W of ``(prediction - target)^2``, times the
         problem's weight when it has one."""
         err = per_sample_error(self.predict(denoiser, problem), problem.target)
@@ -286,11 +292,11 @@ class Backbone:
         """The diffusers pipeline class of this family."""
         raise NotImplementedError
 
-    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
+    def pipeline(self, denoiser: Denoiser | None = None) -> Any:
         """A diffusers text-to-image pipeline over these components (optionally another denoiser)."""
         raise NotImplementedError
 
-    def save_lora(self, denoiser: torch.nn.Module, out_dir: Path) -> Path:
+    def save_lora(self, denoiser: Denoiser, out_dir: Path) -> Path:
         """Write the denoiser's LoRA as ``pytorch_lora_weights.safetensors``, loadable by
         ``pipeline.load_lora_weights(dir)`` of this family."""
         from prefdiff.models.lora import save_lora_diffusers

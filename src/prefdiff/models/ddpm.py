@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from prefdiff.errors import ModelLoadError
-from prefdiff.models.base import Backbone, NoiseDraw, pair_generator
+from prefdiff.models.base import Backbone, Denoiser, NoiseDraw, pair_generator
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -22,7 +22,7 @@ class DDPMBackbone(Backbone):
         self.prediction_type: str = self.noise_scheduler.config.prediction_type
 
     @property
-    def unet(self) -> torch.nn.Module:
+    def unet(self) -> Denoiser:
         return self.denoiser
 
     @classmethod
@@ -43,7 +43,9 @@ class DDPMBackbone(Backbone):
         components.update(cls._load_text_components(path))
         chosen = prediction_type or components["noise_scheduler"].config.prediction_type
         if chosen not in PREDICTION_TYPES:
-            raise ModelLoadError(f"{path}/scheduler: prediction_type {chosen!r} is not supported (epsilon, v_prediction)")
+            raise ModelLoadError(
+                f"{path}/scheduler: prediction_type {chosen!r} is not supported (epsilon, v_prediction)"
+            )
         components["noise_scheduler"].register_to_config(prediction_type=chosen)
         return components
 

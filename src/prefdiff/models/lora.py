@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from prefdiff.config import LoraConfig
 
+if TYPE_CHECKING:
+    from prefdiff.models.base import Denoiser
+
 ADAPTER_FILE = "lora_adapter.safetensors"  # peft-format keys, used inside checkpoints
 
 
-def add_lora(denoiser: torch.nn.Module, config: LoraConfig, default_targets: Sequence[str] = ()) -> None:
+def add_lora(denoiser: Denoiser, config: LoraConfig, default_targets: Sequence[str] = ()) -> None:
     """Inject LoRA adapters into ``denoiser``; only their weights require grad, in fp32.
 
     ``config.target_modules`` names the modules (suffixes); when it is unset the family's
@@ -42,14 +45,14 @@ def add_lora(denoiser: torch.nn.Module, config: LoraConfig, default_targets: Seq
         param.data = param.data.float()
 
 
-def lora_state_dict(denoiser: torch.nn.Module) -> dict[str, torch.Tensor]:
+def lora_state_dict(denoiser: Denoiser) -> dict[str, torch.Tensor]:
     """The adapter weights in peft's key format."""
     from peft.utils import get_peft_model_state_dict
 
     return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
 
 
-def load_lora_state_dict(denoiser: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state_dict(denoiser: Denoiser, state: dict[str, torch.Tensor]) -> None:
     from peft.utils import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(denoiser, state)
@@ -58,7 +61,7 @@ def load_lora_state_dict(denoiser: torch.nn.Module, state: dict[str, torch.Tenso
         raise ValueError(f"LoRA state has keys the {type(denoiser).__name__}'s adapters do not: {unexpected[:3]}")
 
 
-def save_lora_diffusers(pipeline_class: Any, denoiser_name: str, denoiser: torch.nn.Module, out_dir: str | Path) -> Path:
+def save_lora_diffusers(pipeline_class: Any, denoiser_name: str, denoiser: Denoiser, out_dir: str | Path) -> Path:
     """Write ``pytorch_lora_weights.safetensors`` loadable by ``pipeline.load_lora_weights(dir)``:
     ``pipeline_class.save_lora_weights`` with ``{denoiser_name}_lora_layers`` (``unet`` or
     ``transformer``)."""

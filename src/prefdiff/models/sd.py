@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from prefdiff.models.base import BACKBONES, Conditioning, DenoisingProblem
+from prefdiff.models.base import BACKBONES, Conditioning, Denoiser, DenoisingProblem
 from prefdiff.models.ddpm import DDPMBackbone
 
 
@@ -36,7 +36,7 @@ class SDBackbone(DDPMBackbone):
         ).input_ids.to(encoder.device)
         return {"encoder_hidden_states": encoder(ids)[0]}
 
-    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+    def predict(self, denoiser: Denoiser, problem: DenoisingProblem) -> torch.Tensor:
         cond = problem.conditioning
         return denoiser(problem.noisy, problem.timesteps, encoder_hidden_states=cond["encoder_hidden_states"]).sample
 
@@ -46,7 +46,7 @@ class SDBackbone(DDPMBackbone):
 
         return StableDiffusionPipeline
 
-    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
+    def pipeline(self, denoiser: Denoiser | None = None) -> Any:
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
         return StableDiffusionPipeline(

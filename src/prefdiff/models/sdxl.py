@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from prefdiff.models.base import BACKBONES, Conditioning, DenoisingProblem
+from prefdiff.models.base import BACKBONES, Conditioning, Denoiser, DenoisingProblem
 from prefdiff.models.ddpm import DDPMBackbone
 
 
@@ -38,7 +38,11 @@ class SDXLBackbone(DDPMBackbone):
         for tok_name, enc_name in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
             tokenizer, encoder = self.components[tok_name], self.components[enc_name]
             ids = tokenizer(
-                prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
             ).input_ids.to(encoder.device)
             out = encoder(ids, output_hidden_states=True)
             hidden_states.append(out.hidden_states[-2])
@@ -60,11 +64,14 @@ class SDXLBackbone(DDPMBackbone):
         cond["time_ids"] = self.time_ids(original_size, crop_top_left, resolution).to(embeds.device, embeds.dtype)
         return cond
 
-    def predict(self, denoiser: torch.nn.Module, problem: DenoisingProblem) -> torch.Tensor:
+    def predict(self, denoiser: Denoiser, problem: DenoisingProblem) -> torch.Tensor:
         cond = problem.conditioning
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
         return denoiser(
-            problem.noisy, problem.timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added
+            problem.noisy,
+            problem.timesteps,
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            added_cond_kwargs=added,
         ).sample
 
     @classmethod
@@ -73,7 +80,7 @@ class SDXLBackbone(DDPMBackbone):
 
         return StableDiffusionXLPipeline
 
-    def pipeline(self, denoiser: torch.nn.Module | None = None) -> Any:
+    def pipeline(self, denoiser: Denoiser | None = None) -> Any:
         from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
         return StableDiffusionXLPipeline(

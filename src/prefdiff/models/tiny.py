@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextConfig
 
 # Words that become single tokens; anything else falls back to characters.
 _WORDS = (
@@ -25,7 +29,9 @@ _WORDS = (
 
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP/GPT-2's reversible map from bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -60,7 +66,7 @@ def build_clip_tokenizer_files(directory: Path, max_length: int = 77) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
-def clip_text_config(vocab_size: int, hidden: int, projection_dim: int):
+def clip_text_config(vocab_size: int, hidden: int, projection_dim: int) -> CLIPTextConfig:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -78,7 +84,7 @@ def clip_text_config(vocab_size: int, hidden: int, projection_dim: int):
     )
 
 
-def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_attention: bool = True):
+def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_attention: bool = True) -> AutoencoderKL:
     """A random-init SD-style VAE (4 latent channels) that downsamples by 2 per level after the first."""
     from diffusers import AutoencoderKL
 
@@ -113,7 +119,7 @@ def two_level_unet_kwargs(latent_size: int, norm_num_groups: int) -> dict:
     )
 
 
-def sd_noise_scheduler(prediction_type: str = "epsilon"):
+def sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
     """A DDPM scheduler with Stable Diffusion's noise schedule (scaled linear, 1000 steps)."""
     from diffusers import DDPMScheduler
 
@@ -159,7 +165,9 @@ def tiny_shared_parts(out: Path, seed: int, prediction_type: str) -> TinyParts:
     return TinyParts(tokenizer, len(tokenizer), vae, scheduler, unet_kwargs)
 
 
-def build_tiny_pipeline(out_dir: str | Path, family: str = "sd", prediction_type: str = "epsilon", seed: int = 0) -> Path:
+def build_tiny_pipeline(
+    out_dir: str | Path, family: str = "sd", prediction_type: str = "epsilon", seed: int = 0
+) -> Path:
     """Build a random-init tiny pipeline of the registered ``family`` and save it to ``out_dir``
     (``prefdiff make-tiny``). Each family's ``build_tiny`` says what its pipeline holds."""
     from prefdiff.models.base import BACKBONES

@@ -29,7 +29,8 @@ class DPOObjective:
     """Diffusion-DPO: denoise winners better and losers worse than the reference does."""
 
     beta: float = field(
-        default=5000.0, metadata={"help": "DPO beta (KL strength) under the 0.5*beta convention; the paper uses 2000-5000."}
+        default=5000.0,
+        metadata={"help": "DPO beta (KL strength) under the 0.5*beta convention; the paper uses 2000-5000."},
     )
     needs_reference: ClassVar[bool] = True
     needs_losers: ClassVar[bool] = True

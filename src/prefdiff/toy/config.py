@@ -15,7 +15,9 @@ class ToyConfig:
         "What the simulated raters like: large_central, dark_background, small_objects, or module:function "
         "(any (image: PIL.Image, caption: str) -> float, higher is better).",
     )
-    rater_agreement: float = _f(0.75, "Fraction of base-model pairs on which one rater agrees with the oracle (calibrates the noise).")
+    rater_agreement: float = _f(
+        0.75, "Fraction of base-model pairs on which one rater agrees with the oracle (calibrates the noise)."
+    )
     raters: int = _f(5, "Raters per comparison; the majority decides, an even split is a tie.")
     train_pairs: int = _f(1024, "On-policy pairs drawn from the base model for the preference-training captions.")
     heldout_pairs: int = _f(128, "Labelled pairs on the held-out captions, for implicit_accuracy_heldout.")

@@ -25,7 +25,9 @@ from prefdiff.toy.world import parse_caption, perceive
 _FROM_LABEL = {1.0: WIN, 0.0: LOSS, 0.5: TIE}
 
 
-def _model_scores(run: Path, keys: list[ImageKey], records: dict[ImageKey, ManifestImage], scorer: Any, name: str) -> dict[str, Any]:
+def _model_scores(
+    run: Path, keys: list[ImageKey], records: dict[ImageKey, ManifestImage], scorer: Any, name: str
+) -> dict[str, Any]:
     ordered = [records[k] for k in keys]
     scores = score_files(run, ordered, scorer, desc=f"oracle ({name})")
     from PIL import Image
@@ -69,7 +71,9 @@ def evaluate_quickstart(
 
     manifests = {name: read_manifest(run) for name, run in samples.items()}
     keys = sorted(manifests["base"])
-    models = {name: _model_scores(samples[name], keys, manifests[name], scorer, name) for name in ("base", "dpo", "sft")}
+    models = {
+        name: _model_scores(samples[name], keys, manifests[name], scorer, name) for name in ("base", "dpo", "sft")
+    }
     temperature = float(vote_stats["temperature"])
     seed = toy.seed * 1000 + 100
     dpo_base = _head_to_head(models["dpo"]["scores"], models["base"]["scores"], temperature, toy, seed + 1)
@@ -87,8 +91,14 @@ def evaluate_quickstart(
 
     heldout_data = copy.deepcopy(config.data)
     heldout_data.max_pairs = None  # a cap on training pairs must not shrink the held-out set
+    weights = tuned_weights(runs["dpo"])
     implicit = implicit_accuracy(
-        load_backbone(base), heldout_cache, heldout_data, **tuned_weights(runs["dpo"]), beta=config.objective.beta
+        load_backbone(base),
+        heldout_cache,
+        heldout_data,
+        lora=weights.get("lora"),
+        denoiser=weights.get("denoiser"),
+        beta=config.objective.beta,
     )
     train_votes = vote_stats["train"]
     return {

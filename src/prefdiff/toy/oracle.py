@@ -110,6 +110,7 @@ def oracle_fingerprint(spec: str) -> str:
 
     module_name = spec.removeprefix("python:").rpartition(":")[0]
     digest = hashlib.sha256(Path(world.__file__).read_bytes())
+    source: Path | None
     if module_name.endswith(".py"):
         source = Path(module_name)
     else:

@@ -21,9 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 from prefdiff.toy.world import (
     COLOURS,
@@ -55,7 +60,9 @@ class PretrainSettings:
     check_images: int = 256  # scenes for the VAE round-trip check
 
 
-def build_components(seed: int, out: Path):
+def build_components(
+    seed: int, out: Path
+) -> tuple[CLIPTokenizer, CLIPTextModel, AutoencoderKL, UNet2DConditionModel, DDPMScheduler]:
     """Random-init tokenizer, text encoder, VAE, UNet and scheduler of the toy base pipeline."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -101,7 +108,7 @@ def _cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_vae(vae, pool: torch.Tensor, settings: PretrainSettings, log: Callable[[str], None]) -> None:
+def train_vae(vae: AutoencoderKL, pool: torch.Tensor, settings: PretrainSettings, log: Callable[[str], None]) -> None:
     """Reconstruction (MSE + L1) with a tiny KL weight, as SD's VAE: latents stay informative."""
     from tqdm.auto import tqdm
 
@@ -129,7 +136,7 @@ def train_vae(vae, pool: torch.Tensor, settings: PretrainSettings, log: Callable
 
 
 @torch.no_grad()
-def encode_pool(vae, pool: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pool(vae: AutoencoderKL, pool: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     means, stds = [], []
     for start in range(0, len(pool), batch):
         posterior = vae.encode(_to_unit(pool[start : start + batch])).latent_dist
@@ -139,7 +146,7 @@ def encode_pool(vae, pool: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def reconstruction_match(vae, count: int = 256, seed: int = 12345) -> dict[str, float]:
+def reconstruction_match(vae: AutoencoderKL, count: int = 256, seed: int = 12345) -> dict[str, float]:
     """How often colour and shape survive a VAE round trip (perceived on the reconstruction)."""
     from PIL import Image
 
@@ -155,12 +162,24 @@ def reconstruction_match(vae, count: int = 256, seed: int = 12345) -> dict[str, 
     }
 
 
-def _encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+def _encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return text_encoder(ids)[0]
 
 
-def train_unet(unet, text_encoder, tokenizer, scheduler, latents, scaling: float, captions, settings: PretrainSettings, log: Callable[[str], None]):
+def train_unet(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    scheduler: DDPMScheduler,
+    latents: tuple[torch.Tensor, torch.Tensor],
+    scaling: float,
+    captions: list[str],
+    settings: PretrainSettings,
+    log: Callable[[str], None],
+) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     """Epsilon prediction on cached latents; returns EMA copies of the UNet and text encoder."""
     import copy
 
@@ -229,7 +248,9 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     seconds["vae"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ema_unet, ema_text = train_unet(unet, text_encoder, tokenizer, scheduler, (mean, std), scaling, captions, settings, log)
+    ema_unet, ema_text = train_unet(
+        unet, text_encoder, tokenizer, scheduler, (mean, std), scaling, captions, settings, log
+    )
     seconds["unet"] = time.perf_counter() - start
 
     pipe = StableDiffusionPipeline(
@@ -252,7 +273,13 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     return report
 
 
-def evaluate_base(model: Path, images_per_caption: int = 16, steps: int = 20, guidance_scale: float = 3.0, log: Callable[[str], None] = print) -> dict:
+def evaluate_base(
+    model: Path,
+    images_per_caption: int = 16,
+    steps: int = 20,
+    guidance_scale: float = 3.0,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Sample every colour-shape caption and report how often the perceived colour and shape
     match, and how size and background spread (the world draws them uniformly)."""
     from prefdiff.evaluate.generate import load_generation_pipeline
@@ -263,7 +290,14 @@ def evaluate_base(model: Path, images_per_caption: int = 16, steps: int = 20, gu
     radii, levels = [], []
     for index, caption in enumerate(captions):
         generator = torch.Generator().manual_seed(index)
-        images = pipe([caption] * images_per_caption, num_inference_steps=steps, guidance_scale=guidance_scale, height=size, width=size, generator=generator).images
+        images = pipe(
+            [caption] * images_per_caption,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            height=size,
+            width=size,
+            generator=generator,
+        ).images
         colour, shape = caption.split()[1:]
         for image in images:
             seen = perceive(image)
@@ -283,5 +317,8 @@ def evaluate_base(model: Path, images_per_caption: int = 16, steps: int = 20, gu
         "steps": steps,
         "guidance_scale": guidance_scale,
     }
-    log(f"base samples: colour match {result['colour_match']:.1%}, shape match {result['shape_match']:.1%} over {total} images")
+    log(
+        f"base samples: colour match {result['colour_match']:.1%}, shape match {result['shape_match']:.1%} over "
+        f"{total} images"
+    )
     return result

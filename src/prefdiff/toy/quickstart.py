@@ -14,6 +14,7 @@ is everything after it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import shutil
@@ -38,7 +39,14 @@ RECIPE: dict[str, Any] = {
     "data": {"resolution": 32, "random_flip": True},
     "objective": {"beta": 500.0},
     "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0},
-    "train": {"max_steps": 400, "batch_size": 16, "checkpoint_every": 200, "keep_last": 1, "report_to": "none", "log_every": 5},
+    "train": {
+        "max_steps": 400,
+        "batch_size": 16,
+        "checkpoint_every": 200,
+        "keep_last": 1,
+        "report_to": "none",
+        "log_every": 5,
+    },
 }
 TRAINED_OBJECTIVES = ("dpo", "sft")  # Diffusion-DPO and its SFT-on-winners baseline
 NUM_STAGES = 7
@@ -73,8 +81,21 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     config = load_config()
     merge_into(config, RECIPE)
     merge_into(config, parse_overrides(train_overrides))
-    checks = [(getattr(toy, name) >= 1, name, "must be >= 1") for name in ("train_pairs", "heldout_pairs", "eval_images_per_caption", "sample_steps", "generate_batch", "raters")]
-    checks += [(0.5 < toy.rater_agreement <= 1.0, "rater_agreement", "must be in (0.5, 1]: 0.5 is a coin flip"), (toy.seed >= 0, "seed", "must be >= 0")]
+    checks = [
+        (getattr(toy, name) >= 1, name, "must be >= 1")
+        for name in (
+            "train_pairs",
+            "heldout_pairs",
+            "eval_images_per_caption",
+            "sample_steps",
+            "generate_batch",
+            "raters",
+        )
+    ]
+    checks += [
+        (0.5 < toy.rater_agreement <= 1.0, "rater_agreement", "must be in (0.5, 1]: 0.5 is a coin flip"),
+        (toy.seed >= 0, "seed", "must be >= 0"),
+    ]
     for ok, name, rule in checks:
         if not ok:
             raise ConfigError(f"config key 'toy.{name}': {rule} (got {getattr(toy, name)})")
@@ -110,14 +131,20 @@ class Stage:
     def begin(self) -> None:
         record = self._record()
         if self.dir.exists() and record is None and any(self.dir.iterdir()):
-            raise ConfigError(f"{self.dir} exists and was not made by the quickstart (no stage.json): choose another --out")
+            raise ConfigError(
+                f"{self.dir} exists and was not made by the quickstart (no stage.json): choose another --out"
+            )
         if self.dir.exists() and (record is None or record.get("digest") != self.digest):
             shutil.rmtree(self.dir)  # made with other settings (or by an older version): redo
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "stage.json").write_text(json.dumps({"digest": self.digest, "key": self.key, "finished": False}, indent=2, default=str))
+        (self.dir / "stage.json").write_text(
+            json.dumps({"digest": self.digest, "key": self.key, "finished": False}, indent=2, default=str)
+        )
 
     def finish(self) -> None:
-        (self.dir / "stage.json").write_text(json.dumps({"digest": self.digest, "key": self.key, "finished": True}, indent=2, default=str))
+        (self.dir / "stage.json").write_text(
+            json.dumps({"digest": self.digest, "key": self.key, "finished": True}, indent=2, default=str)
+        )
 
 
 def _write_prompts(path: Path, prompts: list[str]) -> Path:
@@ -128,7 +155,15 @@ def _write_prompts(path: Path, prompts: list[str]) -> Path:
 
 def _training_config(config: Config, objective: str, base: Path, cache: Path, run_dir: Path) -> Config:
     run = copy.deepcopy(config)
-    merge_into(run, {"objective": {"name": objective}, "model": {"path": str(base)}, "data": {"path": str(cache)}, "output_dir": str(run_dir)})
+    merge_into(
+        run,
+        {
+            "objective": {"name": objective},
+            "model": {"path": str(base)},
+            "data": {"path": str(cache)},
+            "output_dir": str(run_dir),
+        },
+    )
     validate(run)
     return run
 
@@ -164,6 +199,14 @@ class StageRunner:
         return stage
 
 
+def _train_or_resume(run: Config, stage_dir: Path) -> None:
+    """Train ``run``, resuming from its latest checkpoint when an interrupted attempt left one."""
+    from prefdiff.train.checkpoint import list_checkpoints
+    from prefdiff.train.loop import train
+
+    train(run, resume="latest" if list_checkpoints(stage_dir) else None)
+
+
 def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     """Run (or reuse) every stage into ``out``; returns the summary written to summary.json."""
     from prefdiff.data.cache import CacheSettings, build_cache, finish_cache
@@ -175,8 +218,6 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     from prefdiff.toy.oracle import oracle_fingerprint, oracle_spec
     from prefdiff.toy.report import write_quickstart_report
     from prefdiff.toy.votes import label_pairs
-    from prefdiff.train.checkpoint import list_checkpoints
-    from prefdiff.train.loop import train
 
     toy, config = split_overrides(overrides)
     base = Path(toy.base) if toy.base else SHIPPED_BASE
@@ -196,19 +237,42 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "train": [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)],
         "heldout": [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)],
     }
-    base_key = {"base": str(base.resolve()), "weights": weights_digest(base, "*/*"), "sampler": asdict(sampler), "seed": toy.seed}
+    base_key = {
+        "base": str(base.resolve()),
+        "weights": weights_digest(base, "*/*"),
+        "sampler": asdict(sampler),
+        "seed": toy.seed,
+    }
     pairs = Stage(out, "pairs", {**base_key, "train": toy.train_pairs, "heldout": toy.heldout_pairs})
 
     def make_pairs() -> None:
         for offset, (name, prompts) in enumerate(pair_prompts.items()):
             prompts_file = _write_prompts(pairs.dir / f"{name}_prompts.txt", prompts)
-            generate_prompt_set(base, prompts_file, 2, pairs.dir / name, settings=sampler, base_seed=toy.seed + offset, batch_size=toy.generate_batch)
+            generate_prompt_set(
+                base,
+                prompts_file,
+                2,
+                pairs.dir / name,
+                settings=sampler,
+                base_seed=toy.seed + offset,
+                batch_size=toy.generate_batch,
+            )
 
-    run_stage(1, pairs, "pairs", f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out", make_pairs)
+    run_stage(
+        1,
+        pairs,
+        "pairs",
+        f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out",
+        make_pairs,
+    )
 
     # ---- 2. votes: five raters per pair, calibrated to the oracle
     oracle_key = {"spec": spec, "source": oracle_fingerprint(spec)}
-    votes = Stage(out, "votes", {"pairs": pairs.digest, "oracle": oracle_key, "agreement": toy.rater_agreement, "raters": toy.raters})
+    votes = Stage(
+        out,
+        "votes",
+        {"pairs": pairs.digest, "oracle": oracle_key, "agreement": toy.rater_agreement, "raters": toy.raters},
+    )
     what = f"votes by {toy.raters} simulated raters ({toy.oracle}, single-rater agreement {toy.rater_agreement})"
     run_stage(2, votes, "votes", what, lambda: label_pairs(pairs.dir, votes.dir, scorer, toy))
     vote_stats = json.loads((votes.dir / "votes.json").read_text())
@@ -224,7 +288,9 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
             data = copy.deepcopy(config.data)
             data.path = str(votes.dir / f"{name}.parquet")
             settings = CacheSettings(resolution=config.data.resolution, flip_copies=config.data.random_flip)
-            finish_cache(cache.dir / name, build_cache(backbone, data, cache.dir / name, settings))
+            identity = build_cache(backbone, data, cache.dir / name, settings)
+            assert identity is not None  # a single process is process 0, which gets the identity
+            finish_cache(cache.dir / name, identity)
 
     run_stage(3, cache, "cache", "encoding every pair once (VAE latents, text conditioning)", make_cache)
 
@@ -233,8 +299,16 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     for number, objective in enumerate(TRAINED_OBJECTIVES, start=4):
         run = _training_config(config, objective, base, cache.dir / "train", out / objective)
         stage = Stage(out, objective, {"cache": cache.digest, "config": _training_key(run)})
-        what = f"{objective_help(OBJECTIVES.get(objective))}, {run.train.max_steps} steps of {run.train.batch_size} pairs"
-        run_stage(number, stage, objective, what, lambda run=run, stage=stage: train(run, resume="latest" if list_checkpoints(stage.dir) else None))
+        what = (
+            f"{objective_help(OBJECTIVES.get(objective))}, {run.train.max_steps} steps of {run.train.batch_size} pairs"
+        )
+        run_stage(
+            number,
+            stage,
+            objective,
+            what,
+            functools.partial(_train_or_resume, run, stage.dir),
+        )
         trained[objective] = stage
     runs = {name: stage.dir for name, stage in trained.items()}
 
@@ -245,16 +319,33 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         upstream = trained[name].digest if name in trained else ""
         stage = Stage(out / "samples", name, {**base_key, "model": upstream, "n": toy.eval_images_per_caption})
         what = f"{name}: {toy.eval_images_per_caption} paired seeds on each of {len(HELD_OUT)} held-out captions"
-        run_stage(6, stage, "generate", what, lambda name=name, stage=stage: generate_prompt_set(
-            base, eval_prompts, toy.eval_images_per_caption, stage.dir, settings=sampler, base_seed=toy.seed + 2,
-            batch_size=toy.generate_batch, **tuned_weights(runs.get(name)),
-        ))
+        weights = tuned_weights(runs.get(name))
+        run_stage(
+            6,
+            stage,
+            "generate",
+            what,
+            functools.partial(
+                generate_prompt_set,
+                base,
+                eval_prompts,
+                toy.eval_images_per_caption,
+                stage.dir,
+                settings=sampler,
+                base_seed=toy.seed + 2,
+                batch_size=toy.generate_batch,
+                lora=weights.get("lora"),
+                denoiser=weights.get("denoiser"),
+            ),
+        )
         samples[name] = stage.dir
 
     # ---- 7. win rates, faithfulness, implicit accuracy, the report
     start = time.perf_counter()
     typer.echo(f"[7/{NUM_STAGES}] scoring: raters' majority and the oracle, faithfulness, implicit accuracy")
-    summary = evaluate_quickstart(out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config)
+    summary = evaluate_quickstart(
+        out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config
+    )
     run_stage.seconds["evaluate"] = time.perf_counter() - start
     summary["stage_seconds"] = {k: round(v, 2) for k, v in run_stage.seconds.items()}
     summary["total_seconds"] = round(sum(run_stage.seconds.values()), 2)

@@ -88,7 +88,13 @@ class Verdict:
         return 1.0 if self.votes_a > self.votes_b else 0.0 if self.votes_b > self.votes_a else 0.5
 
 
-def panel_verdicts(score_a: Sequence[float], score_b: Sequence[float], temperature: float, seed: int, raters: int = 5) -> list[Verdict]:
+def panel_verdicts(
+    score_a: Sequence[float] | np.ndarray,
+    score_b: Sequence[float] | np.ndarray,
+    temperature: float,
+    seed: int,
+    raters: int = 5,
+) -> list[Verdict]:
     """Each of ``raters`` votes on every comparison; comparison ``i`` draws from a generator seeded
     by ``(seed, i)``, so a verdict does not depend on which other comparisons are judged."""
     if raters < 1:

@@ -33,10 +33,17 @@ def _metrics_table(summary: dict[str, Any]) -> str:
         ("mean distance from centre", "centre_distance_mean", "{:.3f}"),
         ("mean background brightness", "background_mean", "{:.3f}"),
     ]
-    scores = {"base": summary["oracle_score_base"], "dpo": summary["oracle_score_dpo"], "sft": summary["oracle_score_sft"]}
-    rows = [f"<tr><td>mean oracle score</td>{''.join(f'<td>{scores[m]:.3f}</td>' for m in ('base', 'dpo', 'sft'))}</tr>"]
+    scores = {
+        "base": summary["oracle_score_base"],
+        "dpo": summary["oracle_score_dpo"],
+        "sft": summary["oracle_score_sft"],
+    }
+    rows = [
+        f"<tr><td>mean oracle score</td>{''.join(f'<td>{scores[m]:.3f}</td>' for m in ('base', 'dpo', 'sft'))}</tr>"
+    ]
     for label, key, fmt in fields:
-        rows.append(f"<tr><td>{label}</td>{''.join(f'<td>{fmt.format(models[m][key])}</td>' for m in ('base', 'dpo', 'sft'))}</tr>")
+        cells = "".join(f"<td>{fmt.format(models[m][key])}</td>" for m in ("base", "dpo", "sft"))
+        rows.append(f"<tr><td>{label}</td>{cells}</tr>")
     return f"<table class=m><tr><th></th><th>base</th><th>DPO</th><th>SFT</th></tr>{''.join(rows)}</table>"
 
 
@@ -49,12 +56,15 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
         cells = []
         for name in ("base", "dpo", "sft"):
             images = "".join(
-                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k].file, out))}" title="seed {manifests[name][k].seed}">'
+                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][k].file, out))}" '
+                f'title="seed {manifests[name][k].seed}">'
                 for k in keys
             )
             cells.append(f"<td>{images}</td>")
         rows.append(f"<tr><td>{html.escape(manifests['base'][keys[0]].prompt)}</td>{''.join(cells)}</tr>")
-    return f"<table class=g><tr><th>held-out caption</th><th>base</th><th>DPO</th><th>SFT</th></tr>{''.join(rows)}</table>"
+    return (
+        f"<table class=g><tr><th>held-out caption</th><th>base</th><th>DPO</th><th>SFT</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _curves(runs: dict[str, Path]) -> str:
@@ -67,7 +77,9 @@ def _curves(runs: dict[str, Path]) -> str:
     return "".join(parts)
 
 
-def write_quickstart_report(out: Path, summary: dict[str, Any], samples: dict[str, Path], runs: dict[str, Path]) -> Path:
+def write_quickstart_report(
+    out: Path, summary: dict[str, Any], samples: dict[str, Path], runs: dict[str, Path]
+) -> Path:
     low, high = summary["win_rate_vs_base_ci"]
     votes = summary["votes"]["train"]
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
@@ -75,18 +87,23 @@ def write_quickstart_report(out: Path, summary: dict[str, Any], samples: dict[st
         seconds += f" (reused from an earlier run: {', '.join(summary['reused_stages'])})"
     compare_link = html.escape(os.path.relpath(summary["compare_report"], out))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff quickstart</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} img{{width:64px;image-rendering:pixelated;margin:1px}}
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+img{{width:64px;image-rendering:pixelated;margin:1px}}
 td,th{{padding:4px 8px;text-align:left;vertical-align:top}} table.m td:not(:first-child){{text-align:right}}
 table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}} .big{{font-size:1.3em}}</style></head><body>
 <h1>Diffusion-DPO in the toy world</h1>
-<p class=big>The DPO-tuned model wins <b>{summary['win_rate_vs_base']:.1%}</b> of {summary['comparisons']} held-out comparisons
-against the base model by the raters' majority (95% CI {low:.1%}–{high:.1%}), and {summary['oracle_win_rate_vs_base']:.1%} by the oracle.
-The SFT-on-winners baseline wins {summary['sft_win_rate_vs_base']:.1%}.</p>
+<p class=big>The DPO-tuned model wins <b>{summary["win_rate_vs_base"]:.1%}</b> of {summary["comparisons"]} held-out
+comparisons
+against the base model by the raters' majority (95% CI {low:.1%}–{high:.1%}), and
+{summary["oracle_win_rate_vs_base"]:.1%} by the oracle.
+The SFT-on-winners baseline wins {summary["sft_win_rate_vs_base"]:.1%}.</p>
 <p>Held-out captions name colour–shape combinations that never occur in the preference data. Every comparison
-puts two images made from the same caption and the same seed side by side; {summary['votes']['raters']} simulated raters vote
-(each agrees with the oracle <code>{html.escape(summary['oracle'])}</code> on {votes['single_rater_agreement']:.0%} of base-model pairs;
-their majority on {summary['rater_oracle_agreement']:.0%}); ties count half. Implicit reward accuracy of the DPO model
-on {summary['heldout_pairs']} held-out labelled pairs: {summary['implicit_accuracy_heldout']:.1%}.</p>
+puts two images made from the same caption and the same seed side by side; {summary["votes"]["raters"]} simulated
+raters vote
+(each agrees with the oracle <code>{html.escape(summary["oracle"])}</code> on {votes["single_rater_agreement"]:.0%}
+of base-model pairs;
+their majority on {summary["rater_oracle_agreement"]:.0%}); ties count half. Implicit reward accuracy of the DPO model
+on {summary["heldout_pairs"]} held-out labelled pairs: {summary["implicit_accuracy_heldout"]:.1%}.</p>
 <h2>Win rates</h2>{_bars(summary)}
 <h2>What changed</h2>{_metrics_table(summary)}
 <h2>Side by side (same caption, same seed)</h2>{_grid(out, samples)}

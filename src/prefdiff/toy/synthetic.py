@@ -40,7 +40,9 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_shapes_parquet(path: str | Path, num_rows: int = 64, size: int = 64, seed: int = 0, tie_fraction: float = 0.1) -> Path:
+def write_shapes_parquet(
+    path: str | Path, num_rows: int = 64, size: int = 64, seed: int = 0, tie_fraction: float = 0.1
+) -> Path:
     """Write ``num_rows`` Pick-a-Pic-style rows (``SHAPES_COLUMNS``) in one row group."""
     rng = random.Random(seed)
     rows = []

@@ -33,7 +33,10 @@ def score_files(images_dir: Path, records: list[ManifestImage], scorer: Any, des
         images = [Image.open(images_dir / r.file).convert("RGB") for r in chunk]
         for record, score in zip(chunk, scorer.score(images, [r.prompt for r in chunk]), strict=True):
             if not math.isfinite(score):
-                raise ScorerError(f"{scorer.name} returned {score} for {images_dir / record.file} (caption {record.prompt!r}): scores must be finite numbers")
+                raise ScorerError(
+                    f"{scorer.name} returned {score} for {images_dir / record.file} (caption {record.prompt!r}): "
+                    "scores must be finite numbers"
+                )
             scores.append(float(score))
     return scores
 
@@ -55,7 +58,14 @@ def label_pairs(pairs_dir: Path, out: Path, scorer: Any, toy: ToyConfig) -> dict
             stats["calibration_pairs"] = int((diffs != 0).sum())
         verdicts = panel_verdicts(score_0, score_1, temperature, seed=toy.seed * 1000 + index, raters=toy.raters)
         labels = [v.label_0 for v in verdicts]
-        write_pair_parquet(out / f"{name}.parquet", images_dir, pairs, labels, list(zip(score_0.tolist(), score_1.tolist(), strict=True)), "toy base")
+        write_pair_parquet(
+            out / f"{name}.parquet",
+            images_dir,
+            pairs,
+            labels,
+            list(zip(score_0.tolist(), score_1.tolist(), strict=True)),
+            "toy base",
+        )
         decided = diffs != 0
         single = sum(
             (v.votes_a if d > 0 else v.votes_b) + 0.5 * v.ties for v, d in zip(verdicts, diffs, strict=True) if d != 0

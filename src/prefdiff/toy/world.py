@@ -118,7 +118,9 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int, supersampl
 
 def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     """The scene as a ``size`` px RGB image with anti-aliased edges."""
-    coverage = shape_mask(scene.shape, scene.cx * size, scene.cy * size, scene.radius * size, size, supersample=4)[..., None]
+    coverage = shape_mask(scene.shape, scene.cx * size, scene.cy * size, scene.radius * size, size, supersample=4)[
+        ..., None
+    ]
     background = np.asarray(scene.background, dtype=np.float32)
     fill = np.asarray(COLOURS[scene.colour], dtype=np.float32)
     pixels = background * (1 - coverage) + fill * coverage
@@ -157,7 +159,14 @@ def perceive(image: Image.Image) -> Perception:
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     size = pixels.shape[0]
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [
+            pixels[:2].reshape(-1, 3),
+            pixels[-2:].reshape(-1, 3),
+            pixels[:, :2].reshape(-1, 3),
+            pixels[:, -2:].reshape(-1, 3),
+        ]
+    )
     background = np.median(border, axis=0)
     distance = np.linalg.norm(pixels - background, axis=-1)
     mask = np.clip((distance - 0.12) / 0.2, 0.0, 1.0)
@@ -168,7 +177,9 @@ def perceive(image: Image.Image) -> Perception:
     ys, xs = np.mgrid[0:size, 0:size] + 0.5
     cx, cy = float((mask * xs).sum() / area), float((mask * ys).sum() / area)
     core = mask >= 0.9
-    mean_colour = (pixels[core].mean(axis=0) if core.sum() >= 2 else (pixels * mask[..., None]).sum(axis=(0, 1)) / area) * 255.0
+    mean_colour = (
+        pixels[core].mean(axis=0) if core.sum() >= 2 else (pixels * mask[..., None]).sum(axis=(0, 1)) / area
+    ) * 255.0
     names = list(COLOURS)
     palette = np.asarray([COLOURS[n] for n in names], dtype=np.float32)
     colour = names[int(np.argmin(np.linalg.norm(palette - mean_colour, axis=1)))]

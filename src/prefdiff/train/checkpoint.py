@@ -27,7 +27,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     done = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / "COMPLETE").exists()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
@@ -48,10 +48,10 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
 def drop_later_checkpoints(run_dir: Path, resumed: Path) -> list[Path]:
     """Resuming from an older checkpoint abandons the later ones: remove them, so that
     pruning and ``--resume latest`` follow the new run."""
-    step = int(resumed.name[len(PREFIX):]) if resumed.name.startswith(PREFIX) else None
+    step = int(resumed.name[len(PREFIX) :]) if resumed.name.startswith(PREFIX) else None
     if step is None:
         return []
-    later = [p for p in list_checkpoints(run_dir) if int(p.name[len(PREFIX):]) > step]
+    later = [p for p in list_checkpoints(run_dir) if int(p.name[len(PREFIX) :]) > step]
     for old in later:
         shutil.rmtree(old, ignore_errors=True)
     return later

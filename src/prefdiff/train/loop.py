@@ -22,6 +22,7 @@ from prefdiff.config import Config, to_dict
 from prefdiff.data.batch import PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone
+from prefdiff.models.base import Denoiser
 from prefdiff.runlog import METRICS_FILE, drop_metrics_after
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
 from prefdiff.train.components import Components, build_components, build_pair_data
@@ -52,7 +53,7 @@ class Session:
     config: Config
     accelerator: Any
     components: Components
-    denoiser: torch.nn.Module  # prepared (possibly wrapped by DDP)
+    denoiser: Denoiser  # prepared (possibly wrapped by DDP)
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -118,7 +119,8 @@ def _make_accelerator(config: Config) -> Any:
     )
     if accelerator.distributed_type.name in UNSUPPORTED_DISTRIBUTED:
         raise ConfigError(
-            f"accelerate's {accelerator.distributed_type.name} is not supported yet: the reference forward and the LoRA "
+            f"accelerate's {accelerator.distributed_type.name} is not supported yet: the reference forward and the "
+            "LoRA "
             "checkpoint hooks assume whole (DDP or single-process) models. Launch with --multi_gpu (DDP)."
         )
     return accelerator
@@ -136,7 +138,11 @@ def _prepare(config: Config, accelerator: Any, components: Components, accum: in
     if cfg_t.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     denoiser.train()
-    reference = strategy.reference(backbone, weight_dtype, accelerator.autocast) if components.objective.needs_reference else None
+    reference = (
+        strategy.reference(backbone, weight_dtype, accelerator.autocast)
+        if components.objective.needs_reference
+        else None
+    )
     optimizer = build_optimizer(params, config.optim)
     lr_scheduler = build_scheduler(optimizer, config.optim, cfg_t.max_steps)
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
@@ -238,7 +244,9 @@ def _after_step(session: Session) -> None:
 
 def _validation_due(session: Session) -> bool:
     cfg_t = session.config.train
-    return bool(cfg_t.validation_prompts and cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0)
+    return bool(
+        cfg_t.validation_prompts and cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0
+    )
 
 
 def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
@@ -288,7 +296,9 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     acc.wait_for_everyone()
     final = session.components.strategy.result_path(session.components.backbone, session.run_dir)
     if acc.is_main_process:
-        session.components.strategy.save_result(session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir)
+        session.components.strategy.save_result(
+            session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir
+        )
     acc.wait_for_everyone()
     if session.config.train.validation_prompts and acc.is_main_process and not _validation_due(session):
         _validate(session)

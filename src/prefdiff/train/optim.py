@@ -22,7 +22,12 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -
 
         # Fixed learning rate (the paper's SDXL setting): no relative step, no parameter scaling.
         return Adafactor(
-            params, lr=config.lr, scale_parameter=False, relative_step=False, warmup_init=False, weight_decay=config.weight_decay
+            params,
+            lr=config.lr,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=config.weight_decay,
         )
     if config.name == "adamw8bit":
         try:
@@ -45,6 +50,8 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     warmup, schedule = config.warmup_steps, config.scheduler
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_lambda(step, warmup, total_steps, schedule))

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from prefdiff.models.base import Backbone, DenoisingProblem
+from prefdiff.models.base import Backbone, Denoiser, DenoisingProblem
 
 Autocast = Callable[[], AbstractContextManager]
 
@@ -26,7 +26,7 @@ class Reference(Protocol):
 class AdapterDisabledReference:
     """The policy denoiser itself with its LoRA adapters switched off: no second copy in memory."""
 
-    def __init__(self, denoiser: torch.nn.Module, autocast: Autocast = nullcontext) -> None:
+    def __init__(self, denoiser: Denoiser, autocast: Autocast = nullcontext) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         self.denoiser = denoiser  # the unwrapped module (not the DDP wrapper)
@@ -55,7 +55,7 @@ class ModuleReference:
     """A frozen denoiser as the reference, used as given (no copy): the base model of a fully
     fine-tuned one, for example."""
 
-    def __init__(self, denoiser: torch.nn.Module, autocast: Autocast = nullcontext) -> None:
+    def __init__(self, denoiser: Denoiser, autocast: Autocast = nullcontext) -> None:
         self.denoiser = denoiser
         self.autocast = autocast
 
@@ -68,7 +68,7 @@ class ModuleReference:
 class FrozenCopyReference(ModuleReference):
     """A frozen copy of the initial denoiser (full fine-tuning), held in ``dtype``."""
 
-    def __init__(self, denoiser: torch.nn.Module, dtype: torch.dtype, autocast: Autocast = nullcontext) -> None:
+    def __init__(self, denoiser: Denoiser, dtype: torch.dtype, autocast: Autocast = nullcontext) -> None:
         frozen = copy.deepcopy(denoiser).to(dtype=dtype).eval().requires_grad_(False)
         # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
         # reference must use the same fp32 weights, or it differs from the policy at step 0.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from prefdiff.data.batch import PairBatch
-from prefdiff.models.base import Backbone
+from prefdiff.models.base import Backbone, Denoiser
 from prefdiff.objectives.base import Objective, ObjectiveOutput
 from prefdiff.train.reference import Reference
 
@@ -22,7 +22,7 @@ class StepContext:
     device: torch.device
 
 
-def micro_batch_loss(ctx: StepContext, denoiser: torch.nn.Module, batch: PairBatch) -> ObjectiveOutput:
+def micro_batch_loss(ctx: StepContext, denoiser: Denoiser, batch: PairBatch) -> ObjectiveOutput:
     """Loss and metrics for one micro-batch of ``P`` pairs.
 
     The policy (and reference) see the stacked batch ``[winners; losers]`` of ``2P`` images with

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import torch
 
 from prefdiff.config import LoraConfig
-from prefdiff.models.base import Backbone
+from prefdiff.models.base import Backbone, Denoiser
 from prefdiff.train.reference import (
     AdapterDisabledReference,
     Autocast,
@@ -40,7 +40,7 @@ class FineTuneStrategy(Protocol):
         """Adjust what accelerate's save_state/load_state write and read for the denoiser."""
         ...
 
-    def save_result(self, backbone: Backbone, denoiser: torch.nn.Module, run_dir: Path) -> Path:
+    def save_result(self, backbone: Backbone, denoiser: Denoiser, run_dir: Path) -> Path:
         """Write the result in the family's diffusers format (main process only)."""
         ...
 
@@ -74,7 +74,7 @@ class LoraStrategy:
 
         register_lora_hooks(accelerator)
 
-    def save_result(self, backbone: Backbone, denoiser: torch.nn.Module, run_dir: Path) -> Path:
+    def save_result(self, backbone: Backbone, denoiser: Denoiser, run_dir: Path) -> Path:
         return backbone.save_lora(denoiser, self.result_path(backbone, run_dir))
 
 
@@ -94,7 +94,7 @@ class FullStrategy:
     def register_checkpoint_hooks(self, accelerator: Any) -> None:
         return None  # accelerate saves the whole model
 
-    def save_result(self, backbone: Backbone, denoiser: torch.nn.Module, run_dir: Path) -> Path:
+    def save_result(self, backbone: Backbone, denoiser: Denoiser, run_dir: Path) -> Path:
         out = self.result_path(backbone, run_dir)
         denoiser.save_pretrained(str(out))
         return out

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from prefdiff.models.base import Backbone
+from prefdiff.models.base import Backbone, Denoiser
 
 
 @torch.no_grad()
 def generate_images(
     backbone: Backbone,
-    denoiser: torch.nn.Module,
+    denoiser: Denoiser,
     prompts: list[str],
     seeds: list[int],
     out_dir: Path,

@@ -123,12 +123,14 @@ def streaming_parquet(path: Path, num_rows: int, files: int = 3, row_group_size:
             tie = tie_every and i % tie_every == tie_every - 1
             winner_first = i % 2 == 0
             won, lost = jpeg(colour_of(i % 64), (16, 16)), jpeg((0, 0, 0), (16, 16))
-            rows.append({
-                "caption": f"p{i}",
-                "jpg_0": won if winner_first else lost,
-                "jpg_1": lost if winner_first else won,
-                "label_0": 0.5 if tie else (1.0 if winner_first else 0.0),
-            })
+            rows.append(
+                {
+                    "caption": f"p{i}",
+                    "jpg_0": won if winner_first else lost,
+                    "jpg_1": lost if winner_first else won,
+                    "label_0": 0.5 if tie else (1.0 if winner_first else 0.0),
+                }
+            )
         write_parquet(path / f"train-{f:05d}-of-{files:05d}.parquet", rows, row_group_size)
     return path
 

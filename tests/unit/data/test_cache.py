@@ -25,7 +25,9 @@ def _data(path, *extra):
 
 
 def _build(backbone, data, out, **settings):
-    identity = build_cache(backbone, data, out, CacheSettings(resolution=32, shard_size=8, batch_size=6, **settings), progress=False)
+    identity = build_cache(
+        backbone, data, out, CacheSettings(resolution=32, shard_size=8, batch_size=6, **settings), progress=False
+    )
     return finish_cache(out, identity)
 
 
@@ -74,13 +76,19 @@ def test_cache_resumes_after_an_interruption(tiny_sd, shapes_parquet, tmp_path, 
     monkeypatch.setattr(cache_module, "_write_shard", dying_write)
     with pytest.raises(KeyboardInterrupt):
         _build(backbone, data, tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("shard_*")) == written == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    assert (
+        sorted(p.name for p in tmp_path.glob("shard_*"))
+        == written
+        == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    )
     assert not (tmp_path / "cache_info.json").exists()
     assert cache_module.is_cache_dir(tmp_path)
     with pytest.raises(DataError, match="the cache is incomplete; run `prefdiff cache` again"):
         cache_module.load_cache_info(tmp_path)
 
-    monkeypatch.setattr(cache_module, "_write_shard", lambda path, encoded: (written.append(path.name), real_write(path, encoded)))
+    monkeypatch.setattr(
+        cache_module, "_write_shard", lambda path, encoded: (written.append(path.name), real_write(path, encoded))
+    )
     info = _build(backbone, data, tmp_path)
     assert written[2:] == [f"shard_{i:05d}.safetensors" for i in range(2, len(info["shards"]))]  # nothing redone
     reference = _build(backbone, data, tmp_path / "straight")
@@ -92,11 +100,15 @@ def test_mismatching_model_is_refused(tiny_sd, shapes_parquet, built_cache, tmp_
 
     out, _ = built_cache
     other = load_backbone(build_tiny_pipeline(tmp_path / "other", "sd", seed=1))
-    with pytest.raises(DataError, match=r"different model or transform: text_encoder: cache has '\w+', this run has '\w+'"):
+    with pytest.raises(
+        DataError, match=r"different model or transform: text_encoder: cache has '\w+', this run has '\w+'"
+    ):
         CachedPairStream(out, seed=0, data=_data(shapes_parquet), backbone=other)
     same = load_backbone(tiny_sd)
     with pytest.raises(DataError, match="resolution: cache has 32, data.resolution is 64"):
-        CachedPairStream(out, seed=0, data=load_config(None, [f"data.path={out}", "data.resolution=64"]).data, backbone=same)
+        CachedPairStream(
+            out, seed=0, data=load_config(None, [f"data.path={out}", "data.resolution=64"]).data, backbone=same
+        )
 
 
 def test_no_flip_copies_refuses_random_flip(tiny_sd, shapes_parquet, tmp_path):
@@ -106,7 +118,9 @@ def test_no_flip_copies_refuses_random_flip(tiny_sd, shapes_parquet, tmp_path):
         CachedPairStream(tmp_path, seed=0, data=_data(shapes_parquet, "data.random_flip=true"), backbone=backbone)
 
 
-def test_training_from_cache_matches_on_the_fly_and_never_encodes(tiny_sd, shapes_parquet, built_cache, tmp_path, monkeypatch):
+def test_training_from_cache_matches_on_the_fly_and_never_encodes(
+    tiny_sd, shapes_parquet, built_cache, tmp_path, monkeypatch
+):
     """Same seed, same pairs in the same order, same noise: the first step's errors and loss agree
     (to fp16 storage precision), and the cached run never decodes an image nor runs an encoder."""
     from prefdiff.data import dataset as dataset_module

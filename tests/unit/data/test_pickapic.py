@@ -41,18 +41,18 @@ def _near(a, b, tol=8):
 def _v2_rows():
     """Twelve v2 rows: 4 good, and one of each reason to drop."""
     return [
-        v2_row(0, 1.0),                                   # kept: image 0 (red) won
-        v2_row(1, 0.0),                                   # kept: image 1 (blue) won
-        v2_row(2, 0.5),                                   # tie
-        v2_row(3, 1.0, has_label=False),                  # has_label is false
-        v2_row(4, 1.0, are_different=False),              # are_different is false
-        v2_row(5, 0.7, label_1=0.3),                      # label outside {0, 0.5, 1}
-        v2_row(6, 1.0, caption="  "),                     # empty caption
-        v2_row(7, 1.0, jpg_1=b"\xff\xd8not a jpeg"),      # corrupt JPEG
-        v2_row(8, 0.0, jpg_0=None),                       # image missing
-        v2_row(9, 1.0, label_1=1.0),                      # label_1 contradicts label_0
+        v2_row(0, 1.0),  # kept: image 0 (red) won
+        v2_row(1, 0.0),  # kept: image 1 (blue) won
+        v2_row(2, 0.5),  # tie
+        v2_row(3, 1.0, has_label=False),  # has_label is false
+        v2_row(4, 1.0, are_different=False),  # are_different is false
+        v2_row(5, 0.7, label_1=0.3),  # label outside {0, 0.5, 1}
+        v2_row(6, 1.0, caption="  "),  # empty caption
+        v2_row(7, 1.0, jpg_1=b"\xff\xd8not a jpeg"),  # corrupt JPEG
+        v2_row(8, 0.0, jpg_0=None),  # image missing
+        v2_row(9, 1.0, label_1=1.0),  # label_1 contradicts label_0
         v2_row(10, 0.0, jpg_0=truncated_jpeg()),  # truncated: only a full check sees it
-        v2_row(11, 1.0),                                  # kept
+        v2_row(11, 1.0),  # kept
     ]
 
 
@@ -67,8 +67,14 @@ def test_v2_drop_counts_winner_first_and_provenance(v2_parquet):
     assert [p.prompt for p in pairs] == ["prompt 0", "prompt 1", "prompt 10", "prompt 11"]
     assert report.kept == 4
     assert report.dropped == {
-        "tie": 1, "has_label is false": 1, "are_different is false": 1, "label_0 outside {0, 0.5, 1}": 1,
-        "empty caption": 1, "corrupt image": 1, "image missing": 1, "label_1 is not 1 - label_0": 1,
+        "tie": 1,
+        "has_label is false": 1,
+        "are_different is false": 1,
+        "label_0 outside {0, 0.5, 1}": 1,
+        "empty caption": 1,
+        "corrupt image": 1,
+        "image missing": 1,
+        "label_1 is not 1 - label_0": 1,
     }
     assert report.examples["corrupt image"] == ["v2.parquet:7"]
     assert "dropped 1 (tie; e.g. rows v2.parquet:2)" in report.summary()
@@ -88,7 +94,10 @@ def test_full_image_check_catches_truncation_and_ties_can_be_kept(v2_parquet):
     report = ReadReport()
     pairs = list(iter_pairs(_data(v2_parquet, "data.check_images=full", "data.drop_ties=false"), report))
     assert [p.prompt for p in pairs] == ["prompt 0", "prompt 1", "prompt 2", "prompt 11"]
-    assert report.dropped["corrupt image"] == 2 and report.examples["corrupt image"] == ["v2.parquet:7", "v2.parquet:10"]
+    assert report.dropped["corrupt image"] == 2 and report.examples["corrupt image"] == [
+        "v2.parquet:7",
+        "v2.parquet:10",
+    ]
     assert "tie" not in report.dropped
     assert pairs[2].raw_labels == (0.5, 0.5)  # a kept tie keeps image 0 first
 
@@ -139,7 +148,9 @@ def test_saved_datasets_dir_reads_like_the_parquet(tmp_path, v2_parquet):
     from_arrow, from_parquet = ReadReport(), ReadReport()
     arrow_pairs = list(iter_pairs(_data(saved), from_arrow))
     parquet_pairs = list(iter_pairs(_data(v2_parquet), from_parquet))
-    assert [(p.prompt, p.winner, p.loser) for p in arrow_pairs] == [(p.prompt, p.winner, p.loser) for p in parquet_pairs]
+    assert [(p.prompt, p.winner, p.loser) for p in arrow_pairs] == [
+        (p.prompt, p.winner, p.loser) for p in parquet_pairs
+    ]
     assert from_arrow.dropped == from_parquet.dropped
     assert arrow_pairs[2].row_id == "data-00001-of-00002.arrow:3"  # prompt 10: row 3 of the second file
     # a DatasetDict: splits in sub-directories
@@ -186,7 +197,9 @@ def test_one_crop_and_one_flip_for_both_images():
 def test_unreadable_files_and_row_groups_are_counted_or_named(tmp_path):
     shards = tmp_path / "shards"
     rows = [v2_row(i, 1.0) for i in range(12)]
-    damaged = damage_row_group(write_parquet(shards / "a.parquet", rows, row_group_size=4), row_group=1, column=V2_COLUMNS.index("jpg_0"))
+    damaged = damage_row_group(
+        write_parquet(shards / "a.parquet", rows, row_group_size=4), row_group=1, column=V2_COLUMNS.index("jpg_0")
+    )
     (shards / "b.parquet").write_bytes(b"PAR1 this is not parquet")
     report = ReadReport()
     pairs = list(iter_pairs(_data(shards), report))

@@ -44,7 +44,12 @@ def test_pair_folder_paths_relative_to_the_file(pair_folder):
     assert _near(open_image(pairs[1].winner).getpixel((2, 2)), GREEN)
     assert pairs[0].provenance["rater"] == "r1" and pairs[0].row_id == "pairs.jsonl:1"
     assert pairs[0].source == "pairs_jsonl" and pairs[0].raw_labels == (1.0, 0.0)
-    assert report.dropped == {"image file not found": 1, "empty caption": 1, "missing key chosen": 1, "invalid JSON line": 1}
+    assert report.dropped == {
+        "image file not found": 1,
+        "empty caption": 1,
+        "missing key chosen": 1,
+        "invalid JSON line": 1,
+    }
     assert report.examples["invalid JSON line"] == ["pairs.jsonl:5"]
     # the file itself works as data.path too
     assert len(list(iter_pairs(_data(pair_folder / "pairs.jsonl"), ReadReport()))) == 2
@@ -67,7 +72,12 @@ def test_mapped_jsonl_label_style(tmp_path):
     ]
     path = tmp_path / "votes.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    mapping = ["data.columns.prompt=text", "data.columns.image_0=left", "data.columns.image_1=right", "data.columns.label_0=pref"]
+    mapping = [
+        "data.columns.prompt=text",
+        "data.columns.image_0=left",
+        "data.columns.image_1=right",
+        "data.columns.label_0=pref",
+    ]
     report = ReadReport()
     pairs = list(iter_pairs(_data(path, *mapping), report))
     assert resolve(_data(path, *mapping)).format == "mapped"
@@ -80,8 +90,18 @@ def test_mapped_jsonl_label_style(tmp_path):
 
 def test_mapped_parquet_pair_style_with_image_structs(tmp_path):
     rows = [
-        {"text": "x", "good": {"bytes": jpeg(GREEN), "path": None}, "bad": {"bytes": jpeg(RED), "path": None}, "big": "ignored"},
-        {"text": "y", "good": {"bytes": None, "path": None}, "bad": {"bytes": jpeg(RED), "path": None}, "big": "ignored"},
+        {
+            "text": "x",
+            "good": {"bytes": jpeg(GREEN), "path": None},
+            "bad": {"bytes": jpeg(RED), "path": None},
+            "big": "ignored",
+        },
+        {
+            "text": "y",
+            "good": {"bytes": None, "path": None},
+            "bad": {"bytes": jpeg(RED), "path": None},
+            "big": "ignored",
+        },
     ]
     path = write_parquet(tmp_path / "hpd.parquet", rows)
     report = ReadReport()
@@ -109,7 +129,12 @@ def test_bad_column_mapping_names_the_key(tmp_path, overrides, message):
 
 def test_missing_mapped_column_is_named_in_strict_mode(tmp_path):
     path = write_parquet(tmp_path / "x.parquet", [{"text": "a", "good": jpeg(RED)}])
-    overrides = ["data.columns.prompt=text", "data.columns.chosen=good", "data.columns.rejected=bad", "data.strict=true"]
+    overrides = [
+        "data.columns.prompt=text",
+        "data.columns.chosen=good",
+        "data.columns.rejected=bad",
+        "data.strict=true",
+    ]
     with pytest.raises(DataError, match=r"x.parquet: missing required column\(s\) bad"):
         list(iter_pairs(_data(path, *overrides), ReadReport()))
 
@@ -118,7 +143,12 @@ def test_format_detection(tmp_path, pair_folder):
     parquet = write_parquet(tmp_path / "pp.parquet", [v2_row(0, 1.0)])
     assert resolve(_data(parquet)).format == "pickapic"
     assert resolve(_data(pair_folder)).format == "pairs_jsonl"
-    assert resolve(_data(parquet, "data.columns.prompt=caption", "data.columns.chosen=jpg_0", "data.columns.rejected=jpg_1")).format == "mapped"
+    assert (
+        resolve(
+            _data(parquet, "data.columns.prompt=caption", "data.columns.chosen=jpg_0", "data.columns.rejected=jpg_1")
+        ).format
+        == "mapped"
+    )
     with pytest.raises(DataError, match="'data.path' is empty"):
         resolve(_data(""))
     with pytest.raises(DataError, match="expected a .parquet or .arrow file"):

@@ -45,7 +45,9 @@ def _prompts(stream: StreamingPairStream, slots: range) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return streaming_parquet(tmp_path_factory.mktemp("stream"), NUM_ROWS, files=3, row_group_size=8, tie_every=TIE_EVERY)
+    return streaming_parquet(
+        tmp_path_factory.mktemp("stream"), NUM_ROWS, files=3, row_group_size=8, tie_every=TIE_EVERY
+    )
 
 
 def test_every_pair_once_per_epoch_in_a_shuffled_order(shards):
@@ -77,7 +79,10 @@ def test_items_depend_on_the_slot_alone(shards):
     (DataLoader workers), and its winner is the pair's winner (colour named by the prompt)."""
     stream = _stream(shards, 0, "data.random_flip=true", "data.center_crop=false")
     forward = {slot: stream[slot] for slot in range(0, 40, 3)}
-    backward = {slot: _stream(shards, 0, "data.random_flip=true", "data.center_crop=false")[slot] for slot in reversed(range(0, 40, 3))}
+    backward = {
+        slot: _stream(shards, 0, "data.random_flip=true", "data.center_crop=false")[slot]
+        for slot in reversed(range(0, 40, 3))
+    }
     worker = pickle.loads(pickle.dumps(stream))
     for slot, item in forward.items():
         for other in (backward[slot], worker[slot]):
@@ -106,7 +111,9 @@ def test_saved_datasets_dir_streams_by_record_batch(tmp_path):
 
 
 def _corrupt_rows():
-    rows = [{"caption": f"c{i}", "jpg_0": jpeg(colour_of(i)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(12)]
+    rows = [
+        {"caption": f"c{i}", "jpg_0": jpeg(colour_of(i)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(12)
+    ]
     rows[5]["jpg_1"] = truncated_jpeg()  # passes the header check: found only when decoded
     return rows
 
@@ -149,8 +156,12 @@ def test_one_crop_and_one_flip_for_both_images_of_a_streamed_pair(tmp_path):
     half.paste((0, 0, 255), (24, 0, 48, 32))
     buffer = io.BytesIO()
     half.save(buffer, format="PNG")
-    rows = [{"caption": f"c{i}", "jpg_0": buffer.getvalue(), "jpg_1": buffer.getvalue(), "label_0": 1.0} for i in range(8)]
-    stream = _stream(write_parquet(tmp_path / "half.parquet", rows), 0, "data.random_flip=true", "data.center_crop=false")
+    rows = [
+        {"caption": f"c{i}", "jpg_0": buffer.getvalue(), "jpg_1": buffer.getvalue(), "label_0": 1.0} for i in range(8)
+    ]
+    stream = _stream(
+        write_parquet(tmp_path / "half.parquet", rows), 0, "data.random_flip=true", "data.center_crop=false"
+    )
     flips = set()
     for slot in range(8):
         item = stream[slot]
@@ -172,7 +183,9 @@ def test_strict_streaming_index_names_a_bad_label(tmp_path):
 def test_row_group_damaged_after_indexing_is_substituted(tmp_path):
     """The label scan reads fine, the image column of row group 1 does not: its pairs are
     substituted from the rest of the window, never crash a non-strict run."""
-    rows = [{"caption": f"c{i}", "jpg_0": jpeg(colour_of(i)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(12)]
+    rows = [
+        {"caption": f"c{i}", "jpg_0": jpeg(colour_of(i)), "jpg_1": jpeg((0, 0, 0)), "label_0": 1.0} for i in range(12)
+    ]
     path = damage_row_group(write_parquet(tmp_path / "dmg.parquet", rows, row_group_size=4), row_group=1, column=1)
     stream = _stream(path, 0, "data.shuffle_buffer=12")
     assert len(stream) == 12
@@ -191,7 +204,9 @@ def test_dataloader_workers_see_the_same_batches(shards):
 
     def batches(workers: int) -> list[dict]:
         stream = _stream(shards, 5)
-        loader = DataLoader(stream, batch_sampler=SlotBatchSampler(70, 8), collate_fn=collate_pairs, num_workers=workers)
+        loader = DataLoader(
+            stream, batch_sampler=SlotBatchSampler(70, 8), collate_fn=collate_pairs, num_workers=workers
+        )
         out = []
         for batch in loader:
             out.append(batch)

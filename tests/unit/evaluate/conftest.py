@@ -24,8 +24,12 @@ def tiny_clip_model(vocab_size: int, bos: int, eos: int) -> torch.nn.Module:
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, hidden_act="gelu")
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos,
-            pad_token_id=eos, **common,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            **common,
         ),
         vision_config=dict(image_size=32, patch_size=8, **common),
         projection_dim=16,

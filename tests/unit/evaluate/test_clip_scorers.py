@@ -27,7 +27,9 @@ def hand_cosines(model: torch.nn.Module, directory: Path, images: list, prompts:
     tokens = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt")
     with torch.no_grad():
         image = model.get_image_features(pixel_values=pixels).pooler_output
-        text = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
+        text = model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).pooler_output
     return torch.nn.functional.cosine_similarity(image, text, dim=-1)
 
 

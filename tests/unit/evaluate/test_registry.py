@@ -103,7 +103,10 @@ def test_parse_mix():
         (0.7, "pickscore:/a"),
         (0.3, "aesthetic:/b/sac+logos+ava1.pth"),
     ]
-    assert parse_mix("clip:/c + 2e-1 * hpsv2:/h.pt,vision_heads=2") == [(1.0, "clip:/c"), (0.2, "hpsv2:/h.pt,vision_heads=2")]
+    assert parse_mix("clip:/c + 2e-1 * hpsv2:/h.pt,vision_heads=2") == [
+        (1.0, "clip:/c"),
+        (0.2, "hpsv2:/h.pt,vision_heads=2"),
+    ]
     with pytest.raises(ScorerError, match="unknown scorer kind"):
         parse_mix("0.5*clip:/c+0.5*imagereward:/i")
 
@@ -142,7 +145,9 @@ def test_an_unknown_kind_is_refused_with_the_known_kinds_listed():
         load_scorer("imagereward:/w")
 
 
-@pytest.mark.parametrize("kind", [kind for kind in SCORER_KINDS.values() if not kind.whole_target], ids=lambda kind: kind.name)
+@pytest.mark.parametrize(
+    "kind", [kind for kind in SCORER_KINDS.values() if not kind.whole_target], ids=lambda kind: kind.name
+)
 def test_the_parser_accepts_exactly_each_kinds_options(kind: ScorerKind):
     given = {option: str(index) for index, option in enumerate(kind.options)}
     spec = ",".join([f"{kind.name}:/w/x", *(f"{key}={value}" for key, value in given.items())])

@@ -63,7 +63,9 @@ def test_not_a_pipeline_directory_says_what_it_found(tmp_path):
 
 def test_unsupported_pipeline_class_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(ModelLoadError, match=r"'FluxPipeline'.*sd \(StableDiffusionPipeline\), sdxl \(StableDiffusionXLPipeline\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"'FluxPipeline'.*sd \(StableDiffusionPipeline\), sdxl \(StableDiffusionXLPipeline\)"
+    ):
         load_backbone(tmp_path)
 
 

@@ -72,7 +72,9 @@ def test_one_noise_draw_and_timestep_per_pair(backbone):
     assert torch.equal(problem.noisy[:PAIRS], problem.noisy[PAIRS:])
     assert torch.equal(problem.target[:PAIRS], problem.target[PAIRS:])
     assert not torch.equal(problem.noisy[0], problem.noisy[1])
-    shifted = backbone.denoising_problem(_cached_batch(backbone, slots=[12, 10, 11]), 0, RESOLUTION, torch.device("cpu"))
+    shifted = backbone.denoising_problem(
+        _cached_batch(backbone, slots=[12, 10, 11]), 0, RESOLUTION, torch.device("cpu")
+    )
     # the latents stayed in place; only slot 12's draw moved to position 0 (so its noise differs from position 0's)
     assert not torch.equal(shifted.noisy[0], problem.noisy[0])
     again = backbone.denoising_problem(batch, 0, RESOLUTION, torch.device("cpu"))
@@ -81,7 +83,14 @@ def test_one_noise_draw_and_timestep_per_pair(backbone):
 
 def test_dpo_loss_is_ln2_at_initialisation(backbone):
     add_lora(backbone.denoiser, LoraConfig(rank=4, alpha=4), backbone.lora_target_modules)
-    ctx = StepContext(backbone, DPOObjective(beta=5000.0), AdapterDisabledReference(backbone.denoiser), 0, RESOLUTION, torch.device("cpu"))
+    ctx = StepContext(
+        backbone,
+        DPOObjective(beta=5000.0),
+        AdapterDisabledReference(backbone.denoiser),
+        0,
+        RESOLUTION,
+        torch.device("cpu"),
+    )
     out = micro_batch_loss(ctx, backbone.denoiser, _cached_batch(backbone, std=0.1))
     assert out.loss.item() == pytest.approx(math.log(2), abs=1e-5)
     assert out.metrics["implicit_acc"].item() == 0.5

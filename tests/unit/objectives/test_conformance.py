@@ -46,7 +46,7 @@ def test_value_at_the_reference_and_metrics(name):
 
 
 class _Refusing:
-    def errors(self, backbone, problem):  # noqa: ARG002
+    def errors(self, backbone, problem):
         raise AssertionError("the reference was asked for")
 
 
@@ -58,7 +58,10 @@ def test_loop_runs_only_what_the_objective_declares(name, tiny_sd):
     objective = OBJECTIVES.get(name)()
     shape = (2, 4, 4, 4)
     batch = PairBatch(
-        slots=[0, 1], labels=torch.ones(2), original_size=torch.full((4, 2), 32), crop_top_left=torch.zeros(4, 2),
+        slots=[0, 1],
+        labels=torch.ones(2),
+        original_size=torch.full((4, 2), 32),
+        crop_top_left=torch.zeros(4, 2),
         prompt_cond=backbone.encode_prompts(["a", "b"]),
         winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
         loser_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
@@ -84,9 +87,13 @@ def test_another_objectives_key_is_accepted_and_said_unused(caplog):
 def test_an_unknown_objective_or_key_is_named():
     with pytest.raises(ConfigError, match=r"config key 'objective.name': unknown objective 'dpx' \(known: .*dpo.*sft"):
         load_config(None, ["objective.name=dpx"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'objective.betta'.*'dpo' takes name and its own keys: beta"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'objective.betta'.*'dpo' takes name and its own keys: beta"
+    ):
         load_config(None, ["objective.betta=3"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'objective.betta'.*'sft' takes name and its own keys: none"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'objective.betta'.*'sft' takes name and its own keys: none"
+    ):
         load_config(None, ["objective.name=sft", "objective.betta=3"])
     with pytest.raises(ConfigError, match=r"config key 'objective.beta' must be > 0"):
         load_config(None, ["objective.beta=-1"])

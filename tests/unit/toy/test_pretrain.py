@@ -9,7 +9,16 @@ from prefdiff.cli import app
 from prefdiff.models import load_backbone
 from prefdiff.toy.pretrain import PretrainSettings, pretrain
 
-TINY = dict(pool=64, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, eval_images_per_caption=1, eval_steps=2, check_images=8)
+TINY = dict(
+    pool=64,
+    vae_steps=2,
+    vae_batch=4,
+    unet_steps=2,
+    unet_batch=4,
+    eval_images_per_caption=1,
+    eval_steps=2,
+    check_images=8,
+)
 
 
 def test_pretrain_is_reproducible_and_loads(tmp_path):

@@ -100,7 +100,9 @@ def load_clip_processor(directory: Path, published: str) -> Any:
         raise missing("CLIP processor directory", directory, published)
     if not (directory / "preprocessor_config.json").is_file():
         raise missing(
-            "CLIP image processor (preprocessor_config.json)", directory, published,
+            "CLIP image processor (preprocessor_config.json)",
+            directory,
+            published,
         )
     if not ((directory / "vocab.json").is_file() or (directory / "tokenizer.json").is_file()):
         raise missing("CLIP tokenizer (vocab.json/merges.txt or tokenizer.json)", directory, published)
@@ -159,9 +161,9 @@ class ClipEmbedder:
 
     def image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, D]`` image embeddings (not normalised)."""
-        pixels = self.processor.image_processor(
-            images=[image.convert("RGB") for image in images], return_tensors="pt"
-        )["pixel_values"].to(self.device)
+        pixels = self.processor.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
+            "pixel_values"
+        ].to(self.device)
         return features(self.model.get_image_features(pixel_values=pixels))
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -27,8 +27,7 @@ PICKSCORE_PUBLISHED = (
     "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 )
 CLIP_PUBLISHED = (
-    "https://huggingface.co/openai/clip-vit-large-patch14 (or any transformers CLIPModel "
-    "directory with its processor)"
+    "https://huggingface.co/openai/clip-vit-large-patch14 (or any transformers CLIPModel directory with its processor)"
 )
 
 

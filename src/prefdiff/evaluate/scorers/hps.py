@@ -80,7 +80,7 @@ def unwrap_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping):
         raise ScorerError("an HPS checkpoint must be a state dict (or a dict with a 'state_dict' key)")
-    return {(key[len("module."):] if key.startswith("module.") else key): value for key, value in state.items()}
+    return {(key[len("module.") :] if key.startswith("module.") else key): value for key, value in state.items()}
 
 
 def _heads(width: int, given: int | None, head_width: int, which: str) -> int:
@@ -149,9 +149,7 @@ def clip_config_from_open_clip(
             hidden_size=vision_width,
             intermediate_size=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
             num_hidden_layers=depth("visual.transformer.resblocks."),
-            num_attention_heads=_heads(
-                vision_width, vision_heads, _VISION_HEAD_WIDTHS.get(vision_width, 64), "vision"
-            ),
+            num_attention_heads=_heads(vision_width, vision_heads, _VISION_HEAD_WIDTHS.get(vision_width, 64), "vision"),
             image_size=grid * patch,
             patch_size=patch,
             hidden_act=act,

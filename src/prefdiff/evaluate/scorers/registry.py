@@ -110,9 +110,7 @@ class MixedScorer(Scorer):
 
 # A "+" starts a new term only when a weighted word ("0.3*name:") or a known kind ("clip:")
 # follows it, so paths containing "+" elsewhere still parse and an unknown weighted kind is reported.
-_TERM_SPLIT = re.compile(
-    r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*[A-Za-z_]\w*:|(?:" + "|".join(map(re.escape, KINDS)) + r"):))"
-)
+_TERM_SPLIT = re.compile(r"\+(?=\s*(?:[0-9.eE+-]+\s*\*\s*[A-Za-z_]\w*:|(?:" + "|".join(map(re.escape, KINDS)) + r"):))")
 _WEIGHT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*(.*)$", re.DOTALL)
 
 

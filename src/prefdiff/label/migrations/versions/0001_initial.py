@@ -73,9 +73,7 @@ def upgrade() -> None:
         sa.Column("model_1", sa.String(500), nullable=True),
         sa.Column("n_assigned", sa.Integer(), nullable=False),
     )
-    op.create_index(
-        "ix_comparisons_queue", "comparisons", ["study_id", sa.text("n_assigned DESC"), "position"]
-    )
+    op.create_index("ix_comparisons_queue", "comparisons", ["study_id", sa.text("n_assigned DESC"), "position"])
     op.create_table(
         "raters",
         sa.Column("id", sa.Integer(), primary_key=True),
