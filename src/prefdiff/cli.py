@@ -308,7 +308,7 @@ def cache(
         backbone, config.data, out, settings, accelerator.process_index, accelerator.num_processes, progress=True
     )
     accelerator.wait_for_everyone()
-    if identity is not None:  # process 0, once every process has written its shards
+    if accelerator.is_main_process:
         info = finish_cache(out, identity, accelerator.num_processes)
         typer.echo(
             f"cache of {info['num_pairs']} pairs in {len(info['shards'])} shard(s) at {out}; dropped: {info['dropped']}"

@@ -12,6 +12,20 @@ from ..integration_helpers import assert_same_weights, lora_weights, metrics, ti
 
 pytestmark = pytest.mark.slow
 
+# `prefdiff` under `accelerate launch` with two CPU processes (gloo); the sub-command follows.
+TWO_PROCESS_PREFDIFF = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes=2",
+    "--num_machines=1",
+    "--mixed_precision=no",
+    "--dynamo_backend=no",
+    "-m",
+    "prefdiff",
+]
+
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
@@ -39,24 +53,7 @@ def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "prefdiff",
-            "train",
-            *args,
-        ],
+        [*TWO_PROCESS_PREFDIFF, "train", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -92,25 +89,7 @@ def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
     )
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "prefdiff",
-            *base,
-            "--out",
-            str(tmp_path / "two"),
-        ],
+        [*TWO_PROCESS_PREFDIFF, *base, "--out", str(tmp_path / "two")],
         capture_output=True,
         text=True,
         timeout=600,

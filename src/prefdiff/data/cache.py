@@ -202,11 +202,11 @@ def build_cache(
     process_index: int = 0,
     num_processes: int = 1,
     progress: bool = True,
-) -> dict[str, Any] | None:
-    """Encode every pair of ``data`` into ``out``; resumes at the first missing shard.
+) -> dict[str, Any]:
+    """Encode this process's shards of ``data`` into ``out``; resumes at the first missing shard.
 
-    Returns the cache info on the process that writes it (``process_index == 0``) once every
-    process has finished; call :func:`finish_cache` there after a barrier when running several.
+    Returns the cache identity (model fingerprint, transform, data settings), the same on every
+    process; pass it to :func:`finish_cache` on process 0 after every process is done.
     """
     from tqdm.auto import tqdm
 

@@ -288,9 +288,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
             data = copy.deepcopy(config.data)
             data.path = str(votes.dir / f"{name}.parquet")
             settings = CacheSettings(resolution=config.data.resolution, flip_copies=config.data.random_flip)
-            identity = build_cache(backbone, data, cache.dir / name, settings)
-            assert identity is not None  # a single process is process 0, which gets the identity
-            finish_cache(cache.dir / name, identity)
+            finish_cache(cache.dir / name, build_cache(backbone, data, cache.dir / name, settings))
 
     run_stage(3, cache, "cache", "encoding every pair once (VAE latents, text conditioning)", make_cache)
 
