@@ -35,6 +35,20 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prefdiff.models.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_sd3"), "sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prefdiff.models.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_flux"), "flux")
+
+
+@pytest.fixture(scope="session")
 def shapes_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from prefdiff.toy.synthetic import write_shapes_parquet
 

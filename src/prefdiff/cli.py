@@ -115,9 +115,14 @@ def make_tiny(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")],
     family: Annotated[
         str,
-        typer.Option(help="A registered model family: sd (StableDiffusionPipeline), sdxl (StableDiffusionXLPipeline)."),
+        typer.Option(
+            help="A registered model family: sd (StableDiffusionPipeline), sdxl (StableDiffusionXLPipeline), sd3 "
+            "(StableDiffusion3Pipeline), flux (FluxPipeline)."
+        ),
     ] = "sd",
-    prediction_type: Annotated[str, typer.Option(help="'epsilon' or 'v_prediction' (the UNet families).")] = "epsilon",
+    prediction_type: Annotated[
+        str, typer.Option(help="'epsilon' or 'v_prediction' (the UNet families; sd3 and flux predict the velocity).")
+    ] = "epsilon",
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
 ) -> None:
     """Build a random-init tiny pipeline of a model family offline and save it in diffusers format."""
@@ -296,7 +301,7 @@ def cache(
         raise PrefdiffError(f"--dtype {dtype!r}: expected fp32, fp16 or bf16")
     config = load_config(None, [f"data.path={data}", f"data.resolution={resolution}", *(overrides or [])])
     accelerator = Accelerator()
-    backbone = load_backbone(model).to(accelerator.device, dtypes[dtype])
+    backbone = load_backbone(model, config.model).to(accelerator.device, dtypes[dtype])
     settings = CacheSettings(
         resolution=resolution,
         flip_copies=flip_copies,

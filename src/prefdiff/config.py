@@ -40,8 +40,32 @@ class ModelConfig:
     )
     prediction_type: str | None = _f(
         None,
-        "Override the scheduler's prediction type ('epsilon' or 'v_prediction'); None reads it from "
-        "scheduler/scheduler_config.json.",
+        "UNet families: override the scheduler's prediction type ('epsilon' or 'v_prediction'); None reads it "
+        "from scheduler/scheduler_config.json. The flow families always predict the velocity noise - x0.",
+    )
+    timestep_sampling: Literal["logit_normal", "uniform", "mode"] = _f(
+        "logit_normal",
+        "Flow families (sd3, flux): the density u is drawn from per pair, before the scheduler's shift maps it "
+        "to a sigma (diffusers.training_utils.compute_density_for_timestep_sampling). SD3's paper trains with "
+        "logit_normal(0, 1).",
+    )
+    logit_mean: float = _f(0.0, "Flow families: mean of the logit-normal density.")
+    logit_std: float = _f(1.0, "Flow families: standard deviation of the logit-normal density.")
+    mode_scale: float = _f(1.29, "Flow families: scale of the mode density (timestep_sampling=mode).")
+    loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] = _f(
+        "none",
+        "Flow families: per-sample weight of the velocity error (diffusers.training_utils."
+        "compute_loss_weighting_for_sd3); it multiplies policy and reference errors alike.",
+    )
+    guidance: float = _f(
+        3.5,
+        "FLUX.1 checkpoints with a guidance embedding (FLUX.1-dev): the guidance value fed to the transformer "
+        "while training (diffusers' FLUX training scripts use 3.5). Ignored by other families.",
+    )
+    max_sequence_length: int | None = _f(
+        None,
+        "Flow families: T5 prompt tokens (the pipelines' defaults: 256 for SD3, 512 for FLUX.1 when null). A "
+        "latent cache records it, and training on that cache must use the same value.",
     )
 
 
@@ -456,6 +480,12 @@ def validate(config: Config) -> None:
             config.model.prediction_type in (None, "epsilon", "v_prediction"),
             "model.prediction_type",
             "must be epsilon or v_prediction",
+        ),
+        (config.model.logit_std > 0, "model.logit_std", "must be > 0"),
+        (
+            config.model.max_sequence_length is None or 1 <= config.model.max_sequence_length <= 512,
+            "model.max_sequence_length",
+            "must be in [1, 512] or null",
         ),
     ]
     checks += [(ok, f"objective.{name}", rule) for ok, name, rule in config.objective.options.checks()]

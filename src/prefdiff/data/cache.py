@@ -67,6 +67,7 @@ def model_fingerprint(backbone: Backbone) -> dict[str, str]:
     for name in ("vae", *backbone.text_components):
         folder = backbone.path / name
         fingerprint[name] = weights_digest(folder) if folder.is_dir() else "missing"
+    fingerprint.update({key: str(value) for key, value in backbone.encoding_settings().items()})
     return fingerprint
 
 

@@ -71,6 +71,11 @@ def load_generation_pipeline(
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
     backbone = load_backbone(model)
+    if scheduler != "default" and backbone.flow_matching:
+        raise ConfigError(
+            f"--scheduler {scheduler!r}: {backbone.family} pipelines sample a flow with their "
+            "FlowMatchEulerDiscreteScheduler; the other samplers are for the UNet families (use 'default')"
+        )
     tuned = None
     if denoiser is not None:
         if not (denoiser / "config.json").is_file():

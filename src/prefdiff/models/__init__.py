@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefdiff.config import ModelConfig
 from prefdiff.errors import ModelLoadError
 from prefdiff.models.base import (
     BACKBONES,
@@ -15,7 +16,9 @@ from prefdiff.models.base import (
     pair_generator,
     read_model_index,
 )
+from prefdiff.models.flux import FluxBackbone
 from prefdiff.models.sd import SDBackbone
+from prefdiff.models.sd3 import SD3Backbone
 from prefdiff.models.sdxl import SDXLBackbone
 
 
@@ -33,10 +36,11 @@ def backbone_class(path: str | Path) -> type[Backbone]:
     )
 
 
-def load_backbone(path: str | Path, prediction_type: str | None = None) -> Backbone:
-    """Load a supported pipeline directory as a backbone (fp32, CPU)."""
+def load_backbone(path: str | Path, options: ModelConfig | None = None) -> Backbone:
+    """Load a supported pipeline directory as a backbone (fp32, CPU), with the run's ``model.*``
+    options (the defaults when None)."""
     path = Path(path)
-    return backbone_class(path).load(path, prediction_type)
+    return backbone_class(path).load(path, options)
 
 
 __all__ = [
@@ -44,7 +48,9 @@ __all__ = [
     "Backbone",
     "Conditioning",
     "DenoisingProblem",
+    "FluxBackbone",
     "NoiseDraw",
+    "SD3Backbone",
     "SDBackbone",
     "SDXLBackbone",
     "backbone_class",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import torch
 
+from prefdiff.config import ModelConfig
 from prefdiff.data.batch import Conditioning, LatentStats, PairBatch
 from prefdiff.errors import ModelLoadError
 from prefdiff.registry import Registry
@@ -124,9 +125,12 @@ class Backbone:
     text_components: ClassVar[tuple[str, ...]] = ()
     denoiser_name: ClassVar[str] = "unet"  # the pipeline's sub-folder and attribute
     lora_target_modules: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
+    flow_matching: ClassVar[bool] = False  # a rectified-flow family (velocity target, sigmas in (0, 1])
+    lora_legacy_keys: ClassVar[bool] = True  # the exported LoRA's key names (see save_lora_diffusers)
 
-    def __init__(self, path: Path, components: dict[str, Any]) -> None:
+    def __init__(self, path: Path, components: dict[str, Any], options: ModelConfig | None = None) -> None:
         self.path = path
+        self.options = options if options is not None else ModelConfig()
         self.components = components
         self.vae = components["vae"]
         self.noise_scheduler = components["noise_scheduler"]
@@ -145,19 +149,21 @@ class Backbone:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, path: Path, prediction_type: str | None = None) -> Backbone:
-        """Load the components from a pipeline directory (fp32, on CPU, frozen)."""
+    def load(cls, path: Path, options: ModelConfig | None = None) -> Backbone:
+        """Load the components from a pipeline directory (fp32, on CPU, frozen); ``options`` are
+        the run's ``model.*`` keys (prediction type, noise-level density, T5 length, ...)."""
+        options = options if options is not None else ModelConfig()
         for name in (cls.denoiser_name, "vae", "scheduler", *cls.text_components):
             if not (path / name).is_dir():
                 raise ModelLoadError(f"{path}: pipeline directory lacks the '{name}' sub-folder")
-        components = cls._load_components(path, prediction_type)
+        components = cls._load_components(path, options)
         for module in components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
-        return cls(path, components)
+        return cls(path, components, options)
 
     @classmethod
-    def _load_components(cls, path: Path, prediction_type: str | None) -> dict[str, Any]:
+    def _load_components(cls, path: Path, options: ModelConfig) -> dict[str, Any]:
         """``{denoiser_name, "vae", "noise_scheduler", *text_components}`` from ``path``."""
         raise NotImplementedError
 
@@ -189,6 +195,11 @@ class Backbone:
         return self
 
     # ---------------------------------------------------------------- encoding
+
+    def encoding_settings(self) -> dict[str, Any]:
+        """Settings besides the weights that change what ``encode_prompts`` returns (the T5
+        prompt length of the flow families); a latent cache records them."""
+        return {}
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """Text conditioning for ``P`` prompts (no grad), each tensor ``[P, ...]``."""
@@ -301,7 +312,7 @@ class Backbone:
         ``pipeline.load_lora_weights(dir)`` of this family."""
         from prefdiff.models.lora import save_lora_diffusers
 
-        return save_lora_diffusers(self.pipeline_class(), self.denoiser_name, denoiser, out_dir)
+        return save_lora_diffusers(self.pipeline_class(), self.denoiser_name, denoiser, out_dir, self.lora_legacy_keys)
 
     @classmethod
     def build_tiny(cls, out: Path, prediction_type: str, seed: int) -> Path:

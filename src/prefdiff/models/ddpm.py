@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from prefdiff.config import ModelConfig
 from prefdiff.errors import ModelLoadError
 from prefdiff.models.base import Backbone, Denoiser, NoiseDraw, pair_generator
 
@@ -17,8 +18,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 class DDPMBackbone(Backbone):
     """A UNet trained on ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` with a target of ``eps`` or ``v``."""
 
-    def __init__(self, path: Path, components: dict[str, Any]) -> None:
-        super().__init__(path, components)
+    def __init__(self, path: Path, components: dict[str, Any], options: ModelConfig | None = None) -> None:
+        super().__init__(path, components, options)
         self.prediction_type: str = self.noise_scheduler.config.prediction_type
 
     @property
@@ -32,7 +33,7 @@ class DDPMBackbone(Backbone):
         return UNet2DConditionModel
 
     @classmethod
-    def _load_components(cls, path: Path, prediction_type: str | None) -> dict[str, Any]:
+    def _load_components(cls, path: Path, options: ModelConfig) -> dict[str, Any]:
         from diffusers import AutoencoderKL, DDPMScheduler
 
         components: dict[str, Any] = {
@@ -41,7 +42,7 @@ class DDPMBackbone(Backbone):
             "noise_scheduler": DDPMScheduler.from_pretrained(str(path), subfolder="scheduler"),
         }
         components.update(cls._load_text_components(path))
-        chosen = prediction_type or components["noise_scheduler"].config.prediction_type
+        chosen = options.prediction_type or components["noise_scheduler"].config.prediction_type
         if chosen not in PREDICTION_TYPES:
             raise ModelLoadError(
                 f"{path}/scheduler: prediction_type {chosen!r} is not supported (epsilon, v_prediction)"

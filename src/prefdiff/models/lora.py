@@ -61,15 +61,21 @@ def load_lora_state_dict(denoiser: Denoiser, state: dict[str, torch.Tensor]) -> 
         raise ValueError(f"LoRA state has keys the {type(denoiser).__name__}'s adapters do not: {unexpected[:3]}")
 
 
-def save_lora_diffusers(pipeline_class: Any, denoiser_name: str, denoiser: Denoiser, out_dir: str | Path) -> Path:
+def save_lora_diffusers(
+    pipeline_class: Any, denoiser_name: str, denoiser: Denoiser, out_dir: str | Path, legacy_keys: bool = True
+) -> Path:
     """Write ``pytorch_lora_weights.safetensors`` loadable by ``pipeline.load_lora_weights(dir)``:
     ``pipeline_class.save_lora_weights`` with ``{denoiser_name}_lora_layers`` (``unet`` or
-    ``transformer``)."""
+    ``transformer``). ``legacy_keys`` converts peft's keys to the older diffusers names
+    (``lora.down``/``lora.up``) the UNet loaders expect; the transformer loaders (SD3, FLUX.1)
+    read peft's ``lora_A``/``lora_B`` keys as they are, and would drop converted ones."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(lora_state_dict(denoiser))
+    layers = lora_state_dict(denoiser)
+    if legacy_keys:
+        layers = convert_state_dict_to_diffusers(layers)
     # the adapter config (alpha, rank, targets) travels with the weights: without it
     # load_lora_weights applies the update at scale 1 instead of alpha / rank
     pipeline_class.save_lora_weights(

@@ -136,6 +136,63 @@ def sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 TINY_IMAGE_SIZE = 64  # pixels; the tiny VAE downsamples by 8 like SD's
 TINY_TEXT_WIDTH = 32  # hidden width of each tiny CLIP text encoder
+TINY_T5_WIDTH = 64  # d_model of the tiny T5 encoder of the flow families
+
+
+def build_t5_tokenizer(max_length: int = 512) -> Any:
+    """A tiny T5 tokenizer (a unigram model from the ``tokenizers`` library, as T5's is): the
+    caption words of the tiny CLIP vocabulary are single pieces, anything else falls back to
+    characters. Pad 0, EOS 1, UNK 2, as T5."""
+    from transformers import T5Tokenizer
+
+    characters = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'-()"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + word, -1.0) for word in _WORDS]
+    vocab += [(c, -5.0) for c in characters] + [("\u2581" + c, -4.0) for c in characters]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+def t5_encoder_config(vocab_size: int, width: int) -> Any:
+    """A two-layer T5 encoder of ``width`` (d_kv 8, feed-forward 2 x width)."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=width,
+        d_kv=8,
+        d_ff=2 * width,
+        num_layers=2,
+        num_heads=width // 8,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+
+
+@dataclass
+class TinyTextParts:
+    """The tokenizers of the flow families' tiny pipelines (one CLIP BPE for both CLIP encoders,
+    one T5 unigram) and configs for their encoders."""
+
+    clip_tokenizer: Any
+    t5_tokenizer: Any
+
+    def clip_config(self, hidden: int, projection_dim: int) -> CLIPTextConfig:
+        return clip_text_config(len(self.clip_tokenizer), hidden, projection_dim)
+
+    def t5_config(self, width: int) -> Any:
+        return t5_encoder_config(len(self.t5_tokenizer), width)
+
+
+def tiny_text_parts(out: Path, seed: int) -> TinyTextParts:
+    """Seed the global RNG and write/load the tiny CLIP and T5 tokenizers (flow families)."""
+    from transformers import CLIPTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    build_clip_tokenizer_files(out / "tokenizer")
+    return TinyTextParts(CLIPTokenizer.from_pretrained(str(out / "tokenizer")), build_t5_tokenizer())
 
 
 @dataclass

@@ -8,7 +8,11 @@ For a pair sharing one noise draw and timestep, with per-sample errors ``e = ||p
 
 At initialisation the policy equals the reference, ``inside = 0`` and the loss is ``ln 2``.
 ``inside`` is the implicit reward margin ``r_w - r_l`` with ``r = -0.5 * beta * (e - e_ref)``;
-the pair is "implicitly correct" when ``inside > 0`` (an exact tie counts 0.5).
+the pair is "implicitly correct" when ``inside > 0`` (an exact tie counts 0.5), and the share of
+pairs with ``inside < 0`` is logged as ``negative_margin_share``.
+
+Flow-DPO (the flow families, SD3 and FLUX.1) is this objective unchanged, with ``e`` the error of
+the predicted velocity against ``noise - x_0``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class DPOObjective:
                 "loss": loss_per_pair.mean(),
                 "implicit_acc": accuracy.mean(),
                 "reward_margin": inside.mean(),
+                # pairs the policy currently ranks the wrong way round; with a too-large beta on a flow
+                # model this stays near 1/2 while the loss explodes (see docs/training.md)
+                "negative_margin_share": (inside < 0).float().mean(),
                 "winner_term": winner_term.mean(),
                 "loser_term": loser_term.mean(),
                 "policy_err_w": policy_err_w.mean(),

@@ -28,7 +28,7 @@ class Components:
 def build_components(config: Config, backbone: Backbone | None = None) -> Components:
     """The model (loaded from ``model.path`` unless given), the objective and the strategy."""
     objective = build_objective(config.objective)
-    backbone = backbone or load_backbone(config.model.path, config.model.prediction_type)
+    backbone = backbone or load_backbone(config.model.path, config.model)
     return Components(backbone, objective, build_strategy(config.lora))
 
 

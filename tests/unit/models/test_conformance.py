@@ -17,7 +17,7 @@ from prefdiff.objectives import DPOObjective
 from prefdiff.train.reference import AdapterDisabledReference
 from prefdiff.train.step import StepContext, micro_batch_loss
 
-FAMILY_FIXTURES = {"sd": "tiny_sd", "sdxl": "tiny_sdxl"}
+FAMILY_FIXTURES = {"sd": "tiny_sd", "sdxl": "tiny_sdxl", "sd3": "tiny_sd3", "flux": "tiny_flux"}
 RESOLUTION = 32
 PAIRS = 3
 

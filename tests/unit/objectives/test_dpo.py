@@ -14,6 +14,7 @@ def test_loss_is_ln2_when_policy_equals_reference():
     assert out.loss.item() == pytest.approx(math.log(2))
     assert out.metrics["implicit_acc"].item() == pytest.approx(0.5)
     assert out.metrics["reward_margin"].item() == pytest.approx(0.0)
+    assert out.metrics["negative_margin_share"].item() == 0.0  # a tie is not negative
 
 
 def test_dpo_values_worked_by_hand():
@@ -37,6 +38,7 @@ def test_dpo_values_worked_by_hand():
     assert out.loss.item() == pytest.approx(0.893669, abs=1e-6)
     assert out.metrics["implicit_acc"].item() == pytest.approx(0.5)
     assert out.metrics["reward_margin"].item() == pytest.approx(-0.25, abs=1e-9)
+    assert out.metrics["negative_margin_share"].item() == pytest.approx(0.5)  # pair 2 only
     assert out.metrics["winner_term"].item() == pytest.approx(0.0, abs=1e-12)
     assert out.metrics["loser_term"].item() == pytest.approx(-0.00025, abs=1e-12)
 
