@@ -1,7 +1,13 @@
 """Throughput and peak memory of one training step: DPO (LoRA and full) against SFT.
 
-    python benchmarks/bench_train_step.py [--unet tiny|small|sd15] [--pairs B] [--steps N]
-                                          [--device cpu|cuda] [--dtype fp32|bf16]
+    python benchmarks/bench_train_step.py [--family sd|sd3|flux] [--unet tiny|small|sd15]
+                                          [--transformer tiny|sd35_medium|flux_width] [--pairs B]
+                                          [--steps N] [--device cpu|cuda] [--dtype fp32|bf16]
+
+--family picks the backbone (the family's tiny pipeline); --unet (sd) or --transformer (sd3,
+flux) swaps its denoiser for a random-init one of another size. The flow families' text
+conditioning is synthetic, shaped by the transformer's config (77 CLIP + --t5-tokens for SD3,
+--t5-tokens for FLUX), so a full-size transformer needs no full-size text encoders.
 
 Every mode is built by `build_components` and runs the real step (`micro_batch_loss` + backward + optimizer)
 on cached latents and text conditioning, so the VAE and the text encoder are out of the timing,
@@ -57,7 +63,54 @@ UNETS = {
         attention_head_dim=8,
     ),
 }
+TRANSFORMERS = {
+    "tiny": None,  # the family's tiny pipeline transformer (prefdiff make-tiny --family sd3|flux)
+    # SD3.5 Medium's MMDiT-X (24 blocks of width 1536, dual attention in the first 13): use on a GPU
+    "sd35_medium": dict(
+        family="sd3",
+        sample_size=128,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=24,
+        attention_head_dim=64,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        caption_projection_dim=1536,
+        pooled_projection_dim=2048,
+        pos_embed_max_size=384,
+        dual_attention_layers=tuple(range(13)),
+        qk_norm="rms_norm",
+    ),
+    # FLUX.1's width (24 heads of 128 = 3072) with 2 double and 4 single blocks (FLUX.1 has 19 and 38):
+    # per-block figures scale to the full depth
+    "flux_width": dict(
+        family="flux",
+        patch_size=1,
+        in_channels=64,
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    ),
+}
 MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full")
+
+
+def synthetic_conditioning(family: str, denoiser, pairs: int, t5_tokens: int) -> dict:
+    """Random text conditioning ``[P, ...]`` of the shapes the family's denoiser reads."""
+    config = denoiser.config
+    if family == "sd":
+        return {"encoder_hidden_states": torch.randn(pairs, 77, config.cross_attention_dim)}
+    tokens = 77 + t5_tokens if family == "sd3" else t5_tokens
+    return {
+        "encoder_hidden_states": torch.randn(pairs, tokens, config.joint_attention_dim),
+        "pooled_projections": torch.randn(pairs, config.pooled_projection_dim),
+    }
 
 
 def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
@@ -87,14 +140,19 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
     config = load_config(None, overrides + (["objective.beta=5000"] if objective_name == "dpo" else []))
     torch.manual_seed(0)
     backbone = load_backbone(pipeline_dir)
-    spec = UNETS[args.unet]
-    if spec is not None:
-        backbone.denoiser = UNet2DConditionModel(sample_size=args.latent, in_channels=4, out_channels=4, **spec)
+    if args.family == "sd":
+        spec = UNETS[args.unet]
+        if spec is not None:
+            backbone.denoiser = UNet2DConditionModel(sample_size=args.latent, in_channels=4, out_channels=4, **spec)
+    elif TRANSFORMERS[args.transformer] is not None:
+        spec = dict(TRANSFORMERS[args.transformer])
+        if spec.pop("family") != args.family:
+            raise SystemExit(f"--transformer {args.transformer} is a {spec} transformer, not {args.family}")
+        backbone.denoiser = backbone.denoiser_class()(**spec)
     components = build_components(config, backbone)
     objective, strategy = components.objective, components.strategy
     params = strategy.prepare(backbone, device, dtype)
     denoiser = backbone.denoiser
-    cross_dim = denoiser.config.cross_attention_dim
     if args.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     denoiser.train()
@@ -105,13 +163,13 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
     reference = strategy.reference(backbone, dtype, autocast) if objective.needs_reference else None
     optimizer = build_optimizer(params, config.optim)
     pairs = args.pairs if objective.needs_losers else 2 * args.pairs  # the same 2B images
-    shape = (pairs, 4, args.latent, args.latent)
+    shape = (pairs, backbone.latent_shape(64)[0], args.latent, args.latent)
     batch = PairBatch(
         slots=list(range(pairs)),
         labels=torch.ones(pairs),
         original_size=torch.full((2 * pairs, 2), 512),
         crop_top_left=torch.zeros(2 * pairs, 2),
-        prompt_cond={"encoder_hidden_states": torch.randn(pairs, 77, cross_dim)},
+        prompt_cond=synthetic_conditioning(args.family, denoiser, pairs, args.t5_tokens),
         winner_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
         loser_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
     )
@@ -162,7 +220,12 @@ def peak_memory(args: argparse.Namespace, mode: str, pipeline_dir: Path) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--unet", choices=list(UNETS), default="tiny")
+    parser.add_argument("--family", choices=["sd", "sd3", "flux"], default="sd")
+    parser.add_argument("--unet", choices=list(UNETS), default="tiny", help="the sd family's denoiser")
+    parser.add_argument(
+        "--transformer", choices=list(TRANSFORMERS), default="tiny", help="the sd3/flux families' denoiser"
+    )
+    parser.add_argument("--t5-tokens", type=int, default=77, help="T5 tokens of the flow families' conditioning")
     parser.add_argument("--pairs", type=int, default=4, help="B: pairs per DPO step (SFT gets 2B winners)")
     parser.add_argument("--latent", type=int, default=16, help="latent side (pixels / 8 for SD, / 2 for tiny)")
     parser.add_argument("--rank", type=int, default=8)
@@ -178,8 +241,14 @@ def main() -> None:
     parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.passthrough = [
+        "--family",
+        args.family,
         "--unet",
         args.unet,
+        "--transformer",
+        args.transformer,
+        "--t5-tokens",
+        str(args.t5_tokens),
         "--pairs",
         str(args.pairs),
         "--latent",
@@ -219,12 +288,13 @@ def main() -> None:
     from prefdiff.models.tiny import build_tiny_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline_dir = build_tiny_pipeline(Path(tmp) / "tiny", "sd")
+        pipeline_dir = build_tiny_pipeline(Path(tmp) / "tiny", args.family)
         seconds = time_modes(args, pipeline_dir)
         memory = {mode: peak_memory(args, mode, pipeline_dir) for mode in args.modes}
     images = 2 * args.pairs
+    denoiser_name = f"UNet {args.unet}" if args.family == "sd" else f"{args.family} transformer {args.transformer}"
     print(
-        f"UNet {args.unet}, latents {args.latent}x{args.latent}, {args.dtype} on {args.device}, "
+        f"{denoiser_name}, latents {args.latent}x{args.latent}, {args.dtype} on {args.device}, "
         f"{images} images per step ({args.pairs} pairs for DPO, {images} winners for SFT), "
         f"torch threads {torch.get_num_threads()}"
     )

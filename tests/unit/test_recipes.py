@@ -41,9 +41,21 @@ def test_composed_recipe_sets_what_the_old_file_set(name):
     assert flatten(read_recipe(name)) == SNAPSHOT[name]
 
 
-def test_listed_recipes_are_the_snapshot_and_parts_are_hidden():
-    assert list_recipes() == sorted(SNAPSHOT)
-    assert {"_paper", "_sd15", "_sdxl", "_tiny"} <= set(list_recipes(include_parts=True))
+FLOW_RECIPES = {"sd35_medium_dpo_lora", "flux_dev_dpo_lora", "flux_dev_dpo_full"}
+
+
+def test_listed_recipes_are_the_snapshot_and_the_flow_recipes_and_parts_are_hidden():
+    assert list_recipes() == sorted(set(SNAPSHOT) | FLOW_RECIPES)
+    assert {"_paper", "_sd15", "_sdxl", "_tiny", "_flow"} <= set(list_recipes(include_parts=True))
+
+
+def test_flow_recipes_set_bf16_checkpointing_and_their_strategy():
+    for name in FLOW_RECIPES:
+        config = load_config(name, [])
+        assert config.train.mixed_precision == "bf16" and config.train.gradient_checkpointing, name
+        assert config.objective.name == "dpo" and config.objective.beta < 5000, name
+        assert config.lora.enabled == name.endswith("lora"), name
+    assert load_config("flux_dev_dpo_lora", []).model.guidance == 3.5
 
 
 def test_every_listed_recipe_has_a_description():
@@ -68,7 +80,7 @@ def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
 
 def test_unknown_name_lists_the_known_recipes():
     with pytest.raises(
-        ConfigError, match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: sd15_dpo_full, sd15_dpo_lora"
+        ConfigError, match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: flux_dev_dpo_full, .*sd15_dpo_full, sd15_dpo_lora"
     ):
         load_config("sd15_dpo_lorra")
 
@@ -131,7 +143,7 @@ def test_unknown_parent_names_the_file_and_the_known_recipes(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("extends: sd16_dpo_lora\n")
     with pytest.raises(
-        ConfigError, match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: sd15"
+        ConfigError, match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: flux_dev_dpo_full, .*sd15"
     ):
         read_recipe(child)
 
