@@ -80,7 +80,8 @@ def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
 
 def test_unknown_name_lists_the_known_recipes():
     with pytest.raises(
-        ConfigError, match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: flux_dev_dpo_full, .*sd15_dpo_full, sd15_dpo_lora"
+        ConfigError,
+        match=r"unknown recipe 'sd15_dpo_lorra'.*known recipes: flux_dev_dpo_full, .*sd15_dpo_full, sd15_dpo_lora",
     ):
         load_config("sd15_dpo_lorra")
 
@@ -143,7 +144,8 @@ def test_unknown_parent_names_the_file_and_the_known_recipes(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("extends: sd16_dpo_lora\n")
     with pytest.raises(
-        ConfigError, match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: flux_dev_dpo_full, .*sd15"
+        ConfigError,
+        match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: flux_dev_dpo_full, .*sd15",
     ):
         read_recipe(child)
 

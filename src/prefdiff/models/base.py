@@ -188,6 +188,8 @@ class Backbone:
             target_dtype = dtype
             if module is self.vae and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
                 target_dtype = torch.float32  # the SDXL VAE overflows in fp16
+            if dtype == torch.float16 and type(module).__name__ == "T5EncoderModel":
+                target_dtype = torch.float32  # T5's activations overflow fp16 (its pipelines keep it in bf16 or fp32)
             if target_dtype in (None, torch.float32):
                 module.to(device)
             else:

@@ -169,3 +169,11 @@ def test_flux_guidance_is_fed_to_a_guidance_distilled_transformer(tiny_flux):
             outputs.append(backbone.predict(backbone.denoiser, problem))
     assert outputs[0].shape == (1, 16, 4, 4)
     assert not torch.allclose(outputs[0], outputs[1])
+
+
+def test_fp16_keeps_the_t5_encoder_in_fp32_and_casts_the_clip_encoders(tiny_sd3):
+    backbone = load_backbone(tiny_sd3).to(torch.device("cpu"), torch.float16)
+    assert backbone.components["text_encoder_3"].dtype == torch.float32
+    assert backbone.components["text_encoder"].dtype == torch.float16
+    bf16 = load_backbone(tiny_sd3).to(torch.device("cpu"), torch.bfloat16)
+    assert bf16.components["text_encoder_3"].dtype == torch.bfloat16
