@@ -145,8 +145,8 @@ def test_unknown_parent_names_the_file_and_the_known_recipes(tmp_path):
     child.write_text("extends: sd16_dpo_lora\n")
     with pytest.raises(
         ConfigError,
-        match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: flux_dev_dpo_full, "
-        r".*sd15",
+        match=r"child\.yaml: extends 'sd16_dpo_lora': unknown recipe 'sd16_dpo_lora'; known recipes: "
+        r"flux_dev_dpo_full, .*sd15",
     ):
         read_recipe(child)
 
