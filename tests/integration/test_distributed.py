@@ -182,3 +182,35 @@ def _sample(pipeline_dir, lora_dir=None):
     return pipe(
         "a red circle", num_inference_steps=2, height=32, width=32, output_type="np", generator=generator
     ).images
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_fsdp_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path, lora):
+    """Under FSDP2, 4 steps straight vs a run resumed from the straight run's step-2 checkpoint:
+    the same final weights. The checkpoint holds accelerate's sharded model and optimizer state
+    (torch distributed checkpoint); LoRA dropout makes the RNG states matter, warm-up the
+    scheduler; grad clipping is on."""
+    common = [
+        f"lora.enabled={str(lora).lower()}",
+        "lora.dropout=0.1",
+        "optim.warmup_steps=3",
+        "optim.max_grad_norm=0.5",
+        "train.checkpoint_every=2",
+        "train.keep_last=2",
+        "train.max_steps=4",
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, straight, *common)
+    checkpoint = straight / "checkpoints" / "step_0000002"
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, resumed, *common, f"--resume={checkpoint}")
+    assert [r["step"] for r in metrics(resumed)] == [3, 4]
+    assert metrics(resumed)[-1]["loss"] == pytest.approx(metrics(straight)[-1]["loss"], rel=1e-6)
+    if lora:
+        assert_same_weights(lora_weights(resumed), lora_weights(straight), atol=1e-7)
+    else:
+        from diffusers import UNet2DConditionModel
+
+        a = UNet2DConditionModel.from_pretrained(str(resumed / "unet")).state_dict()
+        b = UNet2DConditionModel.from_pretrained(str(straight / "unet")).state_dict()
+        assert_same_weights(a, b, atol=1e-7)
