@@ -25,6 +25,15 @@ TWO_PROCESS_PREFDIFF = [
     "-m",
     "prefdiff",
 ]
+# The same with FSDP2: each block of the denoiser's _no_split_modules one unit (prefdiff's default
+# wrap policy, spelled out here as users would). On CPU accelerate ignores --use_fsdp and prefdiff
+# turns FSDP on itself (train/sharding.py).
+TWO_PROCESS_FSDP_PREFDIFF = [arg if arg != "--multi_gpu" else "--use_fsdp" for arg in TWO_PROCESS_PREFDIFF[:-2]] + [
+    "--fsdp_version=2",
+    "--fsdp_auto_wrap_policy=TRANSFORMER_BASED_WRAP",
+    "-m",
+    "prefdiff",
+]
 
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
@@ -100,3 +109,108 @@ def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
     assert info_two["shards"] == info_one["shards"] and info_two["num_pairs"] == info_one["num_pairs"] > 0
     assert info_two["dropped"] == info_one["dropped"] and info_one["dropped"]["tie"] > 0
     assert (tmp_path / "two" / "report_0.json").exists() and (tmp_path / "two" / "report_1.json").exists()
+
+
+def _two_process_train(launch: list[str], tiny_sd, shapes_parquet, out, *overrides: str) -> None:
+    args = [
+        f"model.path={tiny_sd}",
+        f"data.path={shapes_parquet}",
+        f"output_dir={out}",
+        "data.resolution=32",
+        "train.batch_size=2",
+        "train.checkpoint_every=0",
+        "train.report_to=none",
+        "optim.lr=1e-3",
+        "optim.max_grad_norm=null",
+        *overrides,
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launch, "train", *args], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_fsdp_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
+    """FSDP2 over 2 gloo processes (policy sharded, and for full fine-tuning the frozen reference
+    too) gives the losses, grad norms and final weights of one process with the same global batch;
+    the result is written in the single-process format."""
+    from prefdiff.train.loop import train
+
+    common = ["train.max_steps=2", "optim.eps=1e-2", "objective.beta=500", f"lora.enabled={str(lora).lower()}"]
+    if not lora:
+        common.append("optim.lr=1e-4")
+    single, double = tmp_path / "single", tmp_path / "double"
+    train(tiny_config(tiny_sd, shapes_parquet, single, "train.batch_size=4", *common))
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, double, *common)
+    for a, b in zip(metrics(double), metrics(single), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    if lora:
+        assert_same_weights(lora_weights(double), lora_weights(single), atol=1e-6)
+        assert _lora_metadata(double) == _lora_metadata(single)  # the adapter config travels alike
+        base, tuned = _sample(tiny_sd), _sample(tiny_sd, double / "lora")
+        assert abs(tuned - base).max() > 1e-5 and abs(tuned - _sample(tiny_sd, single / "lora")).max() < 1e-5
+    else:
+        from diffusers import UNet2DConditionModel
+
+        a = UNet2DConditionModel.from_pretrained(str(double / "unet")).state_dict()
+        b = UNet2DConditionModel.from_pretrained(str(single / "unet")).state_dict()
+        assert_same_weights(a, b, atol=1e-6)
+
+
+def _lora_metadata(run_dir) -> dict:
+    """The adapter config saved with the LoRA (peft's target_modules is a set: order-free)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "lora" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        config = json.loads(f.metadata()["lora_adapter_metadata"])
+    return {**config, "unet.target_modules": sorted(config["unet.target_modules"])}
+
+
+def _sample(pipeline_dir, lora_dir=None):
+    """One 2-step 32x32 image ``[1, 32, 32, 3]`` of the pipeline, with the LoRA loaded when given."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipeline_dir))
+    pipe.set_progress_bar_config(disable=True)
+    if lora_dir is not None:
+        pipe.load_lora_weights(str(lora_dir))
+    generator = torch.Generator().manual_seed(0)
+    return pipe(
+        "a red circle", num_inference_steps=2, height=32, width=32, output_type="np", generator=generator
+    ).images
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_fsdp_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path, lora):
+    """Under FSDP2, 4 steps straight vs a run resumed from the straight run's step-2 checkpoint:
+    the same final weights. The checkpoint holds accelerate's sharded model and optimizer state
+    (torch distributed checkpoint); LoRA dropout makes the RNG states matter, warm-up the
+    scheduler; grad clipping is on."""
+    common = [
+        f"lora.enabled={str(lora).lower()}",
+        "lora.dropout=0.1",
+        "optim.warmup_steps=3",
+        "optim.max_grad_norm=0.5",
+        "train.checkpoint_every=2",
+        "train.keep_last=2",
+        "train.max_steps=4",
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, straight, *common)
+    checkpoint = straight / "checkpoints" / "step_0000002"
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, resumed, *common, f"--resume={checkpoint}")
+    assert [r["step"] for r in metrics(resumed)] == [3, 4]
+    assert metrics(resumed)[-1]["loss"] == pytest.approx(metrics(straight)[-1]["loss"], rel=1e-6)
+    if lora:
+        assert_same_weights(lora_weights(resumed), lora_weights(straight), atol=1e-7)
+    else:
+        from diffusers import UNet2DConditionModel
+
+        a = UNet2DConditionModel.from_pretrained(str(resumed / "unet")).state_dict()
+        b = UNet2DConditionModel.from_pretrained(str(straight / "unet")).state_dict()
+        assert_same_weights(a, b, atol=1e-7)

@@ -58,8 +58,16 @@ def drop_later_checkpoints(run_dir: Path, resumed: Path) -> list[Path]:
 
 
 def register_lora_hooks(accelerator: Any) -> None:
-    """Make accelerate save and load only the LoRA adapter of the prepared denoiser."""
+    """Make accelerate save and load only the LoRA adapter of the prepared denoiser.
+
+    Not under FSDP2: there accelerate writes and reads the denoiser's shards itself (torch's
+    distributed checkpoint, each process its own shard, the frozen base included) before any hook
+    runs, and leaves the hooks no weights to replace.
+    """
     from safetensors.torch import load_file, save_file
+
+    if accelerator.is_fsdp2:
+        return
 
     def save_hook(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
         if accelerator.is_main_process:

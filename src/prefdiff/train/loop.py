@@ -28,6 +28,7 @@ from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, sa
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.run_dir import write_run_info
+from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
 from prefdiff.train.step import StepContext, micro_batch_loss
 from prefdiff.train.validation import generate_images
@@ -35,7 +36,6 @@ from prefdiff.train.validation import generate_images
 log = logging.getLogger("prefdiff.train")
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-UNSUPPORTED_DISTRIBUTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 
 @dataclass
@@ -53,8 +53,8 @@ class Session:
     config: Config
     accelerator: Any
     components: Components
-    denoiser: Denoiser  # prepared (possibly wrapped by DDP)
-    params: list[torch.nn.Parameter]
+    denoiser: Denoiser  # prepared (wrapped by DDP, or sharded in place by FSDP2)
+    params: list[torch.nn.Parameter]  # the prepared denoiser's trainable ones (DTensors under FSDP2)
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LambdaLR
     state: TrainState
@@ -117,12 +117,8 @@ def _make_accelerator(config: Config) -> Any:
         log_with=None if cfg_t.report_to == "none" else cfg_t.report_to,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
-    if accelerator.distributed_type.name in UNSUPPORTED_DISTRIBUTED:
-        raise ConfigError(
-            f"accelerate's {accelerator.distributed_type.name} is not supported yet: the reference forward and the "
-            "LoRA "
-            "checkpoint hooks assume whole (DDP or single-process) models. Launch with --multi_gpu (DDP)."
-        )
+    enable_fsdp_on_cpu(accelerator)
+    check_distributed(accelerator)
     return accelerator
 
 
@@ -139,13 +135,16 @@ def _prepare(config: Config, accelerator: Any, components: Components, accum: in
         denoiser.enable_gradient_checkpointing()
     denoiser.train()
     reference = (
-        strategy.reference(backbone, weight_dtype, accelerator.autocast)
+        strategy.reference(backbone, weight_dtype, accelerator.autocast, sharder(accelerator))
         if components.objective.needs_reference
         else None
     )
     optimizer = build_optimizer(params, config.optim)
     lr_scheduler = build_scheduler(optimizer, config.optim, cfg_t.max_steps)
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
+    params = [p for p in denoiser.parameters() if p.requires_grad]  # FSDP2 replaced them by their shards
+    if cfg_t.validation_prompts and is_sharded(denoiser):
+        log.warning("validation images are skipped under FSDP: the denoiser is sharded across processes")
     state = TrainState()
     accelerator.register_for_checkpointing(lr_scheduler, state)
     strategy.register_checkpoint_hooks(accelerator)
@@ -238,15 +237,22 @@ def _after_step(session: Session) -> None:
     cfg_t, step = session.config.train, session.state.global_step
     if cfg_t.checkpoint_every and step % cfg_t.checkpoint_every == 0:
         save_checkpoint(session.accelerator, session.run_dir, step, cfg_t.keep_last)
-    if _validation_due(session) and session.accelerator.is_main_process:
+    if _validates(session) and _validation_due(session):
         _validate(session)
+
+
+def _validates(session: Session) -> bool:
+    """Validation images on this process: the main one, with a whole denoiser (not under FSDP)."""
+    return bool(
+        session.config.train.validation_prompts
+        and session.accelerator.is_main_process
+        and not is_sharded(session.denoiser)
+    )
 
 
 def _validation_due(session: Session) -> bool:
     cfg_t = session.config.train
-    return bool(
-        cfg_t.validation_prompts and cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0
-    )
+    return bool(cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0)
 
 
 def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
@@ -295,12 +301,11 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     acc = session.accelerator
     acc.wait_for_everyone()
     final = session.components.strategy.result_path(session.components.backbone, session.run_dir)
-    if acc.is_main_process:
-        session.components.strategy.save_result(
-            session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir
-        )
+    session.components.strategy.save_result(
+        session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir, acc.is_main_process
+    )
     acc.wait_for_everyone()
-    if session.config.train.validation_prompts and acc.is_main_process and not _validation_due(session):
+    if _validates(session) and not _validation_due(session):
         _validate(session)
     acc.end_training()
     return TrainResult(session.run_dir, final, session.state, last)

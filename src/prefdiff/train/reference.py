@@ -66,13 +66,24 @@ class ModuleReference:
 
 
 class FrozenCopyReference(ModuleReference):
-    """A frozen copy of the initial denoiser (full fine-tuning), held in ``dtype``."""
+    """A frozen copy of the initial denoiser (full fine-tuning), held in ``dtype``.
 
-    def __init__(self, denoiser: Denoiser, dtype: torch.dtype, autocast: Autocast = nullcontext) -> None:
+    ``shard`` is applied to the copy: under FSDP2 it shards the copy into the same units as the
+    policy, so no process holds the whole reference (the copy is taken before the policy is
+    sharded, from its whole initial weights).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        dtype: torch.dtype,
+        autocast: Autocast = nullcontext,
+        shard: Callable[[Denoiser], Denoiser] = lambda module: module,
+    ) -> None:
         frozen = copy.deepcopy(denoiser).to(dtype=dtype).eval().requires_grad_(False)
         # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
         # reference must use the same fp32 weights, or it differs from the policy at step 0.
         for module in frozen.modules():
             if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
                 module.float()
-        super().__init__(frozen, autocast)
+        super().__init__(shard(frozen), autocast)
