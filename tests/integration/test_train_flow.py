@@ -14,7 +14,7 @@ from prefdiff.models.lora import lora_state_dict
 from prefdiff.train.loop import train
 
 from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
-from .test_distributed import TWO_PROCESS_PREFDIFF
+from .test_distributed import TWO_PROCESS_FSDP_PREFDIFF, TWO_PROCESS_PREFDIFF, _two_process_train
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +116,20 @@ def test_flow_two_processes_equal_one(tiny_sd3, shapes_parquet, tmp_path, lora):
         a = SD3Transformer2DModel.from_pretrained(str(double / "transformer")).state_dict()
         b = SD3Transformer2DModel.from_pretrained(str(single / "transformer")).state_dict()
         assert_same_weights(a, b, atol=1e-6)
+
+
+def test_flux_fsdp_full_fine_tune_equals_one_process(tiny_flux, shapes_parquet, tmp_path):
+    """FSDP2 on the FLUX transformer (its double and single blocks, _no_split_modules, are the
+    units; the frozen reference is sharded alike) equals one process of the same global batch."""
+    from diffusers import FluxTransformer2DModel
+
+    common = ["train.max_steps=2", "optim.eps=1e-2", "objective.beta=500", "lora.enabled=false", "optim.lr=1e-4"]
+    common.append(T5_TOKENS)
+    single, double = tmp_path / "single", tmp_path / "double"
+    train(tiny_config(tiny_flux, shapes_parquet, single, "train.batch_size=4", *common))
+    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_flux, shapes_parquet, double, *common)
+    for a, b in zip(metrics(double), metrics(single), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    tuned = FluxTransformer2DModel.from_pretrained(str(double / "transformer")).state_dict()
+    assert_same_weights(tuned, FluxTransformer2DModel.from_pretrained(str(single / "transformer")).state_dict(), 1e-6)
