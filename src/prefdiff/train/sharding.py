@@ -68,11 +68,16 @@ def enable_fsdp_on_cpu(accelerator: Any) -> None:
         plugin.auto_wrap_policy = transformer_auto_wrap_policy  # reads the model's _no_split_modules
 
 
+def unsharded(module: Denoiser) -> Denoiser:
+    """The identity :data:`Shard`: the module stays whole (no FSDP)."""
+    return module
+
+
 def sharder(accelerator: Any) -> Shard:
     """Shard a module the way ``accelerator.prepare`` shards the policy (same plugin, wrap policy
     and mixed precision); the identity when the run is not FSDP2."""
     if not accelerator.is_fsdp2:
-        return lambda module: module
+        return unsharded
     from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
     return lambda module: fsdp2_prepare_model(accelerator, module)

@@ -20,7 +20,7 @@ from prefdiff.train.reference import (
     FrozenCopyReference,
     Reference,
 )
-from prefdiff.train.sharding import Shard, gather_whole
+from prefdiff.train.sharding import Shard, gather_whole, unsharded
 
 
 class FineTuneStrategy(Protocol):
@@ -34,7 +34,9 @@ class FineTuneStrategy(Protocol):
         """Make ``backbone.denoiser`` trainable on ``device``; return its trainable parameters."""
         ...
 
-    def reference(self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard) -> Reference:
+    def reference(
+        self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard = unsharded
+    ) -> Reference:
         """The frozen reference of the (prepared, not yet sharded) denoiser; ``shard`` shards a
         module like the policy (the identity unless the run is FSDP2)."""
         ...
@@ -71,7 +73,9 @@ class LoraStrategy:
         add_lora(denoiser, self.config, backbone.lora_target_modules)
         return [p for p in denoiser.parameters() if p.requires_grad]
 
-    def reference(self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard) -> Reference:
+    def reference(
+        self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard = unsharded
+    ) -> Reference:
         return AdapterDisabledReference(backbone.denoiser, autocast)  # the policy itself, sharded with it
 
     def register_checkpoint_hooks(self, accelerator: Any) -> None:
@@ -105,7 +109,9 @@ class FullStrategy:
         denoiser = backbone.denoiser.to(device).float().requires_grad_(True)
         return list(denoiser.parameters())
 
-    def reference(self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard) -> Reference:
+    def reference(
+        self, backbone: Backbone, weight_dtype: torch.dtype, autocast: Autocast, shard: Shard = unsharded
+    ) -> Reference:
         return FrozenCopyReference(backbone.denoiser, weight_dtype, autocast, shard)
 
     def register_checkpoint_hooks(self, accelerator: Any) -> None:
