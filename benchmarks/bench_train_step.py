@@ -65,6 +65,34 @@ UNETS = {
 }
 TRANSFORMERS = {
     "tiny": None,  # the family's tiny pipeline transformer (prefdiff make-tiny --family sd3|flux)
+    # CPU-sized transformers of each family (width 256), less bound by Python overhead than the tiny ones
+    "sd3_small": dict(
+        family="sd3",
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=4,
+        attention_head_dim=64,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=256,
+        pooled_projection_dim=64,
+        pos_embed_max_size=32,
+    ),
+    "flux_small": dict(
+        family="flux",
+        patch_size=1,
+        in_channels=64,
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=64,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(8, 28, 28),
+    ),
     # SD3.5 Medium's MMDiT-X (24 blocks of width 1536, dual attention in the first 13): use on a GPU
     "sd35_medium": dict(
         family="sd3",
