@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
+from ..integration_helpers import (
+    assert_same_weights,
+    assert_two_processes_equal_one,
+    lora_weights,
+    metrics,
+    two_process_train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,48 +44,9 @@ TWO_PROCESS_FSDP_PREFDIFF = [arg if arg != "--multi_gpu" else "--use_fsdp" for a
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
-    from prefdiff.train.loop import train
+    from diffusers import UNet2DConditionModel
 
-    # eps and beta as in the accumulation test: well-conditioned updates, round-off not amplified
-    common = ["train.max_steps=2", "optim.eps=1e-2", "objective.beta=500", f"lora.enabled={str(lora).lower()}"]
-    if not lora:
-        common.append("optim.lr=1e-4")
-    single = tmp_path / "single"
-    train(tiny_config(tiny_sd, shapes_parquet, single, "train.batch_size=4", *common))
-
-    double = tmp_path / "double"
-    args = [
-        f"model.path={tiny_sd}",
-        f"data.path={shapes_parquet}",
-        f"output_dir={double}",
-        "data.resolution=32",
-        "train.batch_size=2",
-        "train.checkpoint_every=0",
-        "train.report_to=none",
-        "optim.lr=1e-3",
-        "optim.max_grad_norm=null",
-        *common,
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*TWO_PROCESS_PREFDIFF, "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    for a, b in zip(metrics(double), metrics(single), strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-    if lora:
-        assert_same_weights(lora_weights(double), lora_weights(single), atol=1e-6)
-    else:
-        from diffusers import UNet2DConditionModel
-
-        a = UNet2DConditionModel.from_pretrained(str(double / "unet")).state_dict()
-        b = UNet2DConditionModel.from_pretrained(str(single / "unet")).state_dict()
-        assert_same_weights(a, b, atol=1e-6)
+    assert_two_processes_equal_one(TWO_PROCESS_PREFDIFF, tiny_sd, shapes_parquet, tmp_path, UNet2DConditionModel, lora)
 
 
 def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
@@ -111,51 +78,20 @@ def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):
     assert (tmp_path / "two" / "report_0.json").exists() and (tmp_path / "two" / "report_1.json").exists()
 
 
-def _two_process_train(launch: list[str], tiny_sd, shapes_parquet, out, *overrides: str) -> None:
-    args = [
-        f"model.path={tiny_sd}",
-        f"data.path={shapes_parquet}",
-        f"output_dir={out}",
-        "data.resolution=32",
-        "train.batch_size=2",
-        "train.checkpoint_every=0",
-        "train.report_to=none",
-        "optim.lr=1e-3",
-        "optim.max_grad_norm=null",
-        *overrides,
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launch, "train", *args], capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_fsdp_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
     """FSDP2 over 2 gloo processes (policy sharded, and for full fine-tuning the frozen reference
     too) gives the losses, grad norms and final weights of one process with the same global batch;
     the result is written in the single-process format."""
-    from prefdiff.train.loop import train
+    from diffusers import UNet2DConditionModel
 
-    common = ["train.max_steps=2", "optim.eps=1e-2", "objective.beta=500", f"lora.enabled={str(lora).lower()}"]
-    if not lora:
-        common.append("optim.lr=1e-4")
-    single, double = tmp_path / "single", tmp_path / "double"
-    train(tiny_config(tiny_sd, shapes_parquet, single, "train.batch_size=4", *common))
-    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, double, *common)
-    for a, b in zip(metrics(double), metrics(single), strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    single, double = assert_two_processes_equal_one(
+        TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, tmp_path, UNet2DConditionModel, lora
+    )
     if lora:
-        assert_same_weights(lora_weights(double), lora_weights(single), atol=1e-6)
         assert _lora_metadata(double) == _lora_metadata(single)  # the adapter config travels alike
         base, tuned = _sample(tiny_sd), _sample(tiny_sd, double / "lora")
         assert abs(tuned - base).max() > 1e-5 and abs(tuned - _sample(tiny_sd, single / "lora")).max() < 1e-5
-    else:
-        from diffusers import UNet2DConditionModel
-
-        a = UNet2DConditionModel.from_pretrained(str(double / "unet")).state_dict()
-        b = UNet2DConditionModel.from_pretrained(str(single / "unet")).state_dict()
-        assert_same_weights(a, b, atol=1e-6)
 
 
 def _lora_metadata(run_dir) -> dict:
@@ -200,10 +136,10 @@ def test_fsdp_resumed_run_equals_uninterrupted(tiny_sd, shapes_parquet, tmp_path
         "train.max_steps=4",
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, straight, *common)
+    two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, straight, *common)
     checkpoint = straight / "checkpoints" / "step_0000002"
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()
-    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, resumed, *common, f"--resume={checkpoint}")
+    two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_sd, shapes_parquet, resumed, *common, f"--resume={checkpoint}")
     assert [r["step"] for r in metrics(resumed)] == [3, 4]
     assert metrics(resumed)[-1]["loss"] == pytest.approx(metrics(straight)[-1]["loss"], rel=1e-6)
     if lora:

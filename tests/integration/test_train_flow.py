@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import torch
 
@@ -13,8 +10,14 @@ from prefdiff.models import load_backbone
 from prefdiff.models.lora import lora_state_dict
 from prefdiff.train.loop import train
 
-from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
-from .test_distributed import TWO_PROCESS_FSDP_PREFDIFF, TWO_PROCESS_PREFDIFF, _two_process_train
+from ..integration_helpers import (
+    assert_same_weights,
+    assert_two_processes_equal_one,
+    lora_weights,
+    metrics,
+    tiny_config,
+)
+from .test_distributed import TWO_PROCESS_FSDP_PREFDIFF, TWO_PROCESS_PREFDIFF
 
 pytestmark = pytest.mark.slow
 
@@ -77,45 +80,11 @@ def test_flow_resumed_run_equals_uninterrupted(tiny_flux, shapes_parquet, tmp_pa
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_flow_two_processes_equal_one(tiny_sd3, shapes_parquet, tmp_path, lora):
-    common = [
-        "train.max_steps=2",
-        "optim.eps=1e-2",
-        "objective.beta=500",
-        f"lora.enabled={str(lora).lower()}",
-        T5_TOKENS,
-    ]
-    if not lora:
-        common.append("optim.lr=1e-4")
-    single, double = tmp_path / "single", tmp_path / "double"
-    train(tiny_config(tiny_sd3, shapes_parquet, single, "train.batch_size=4", *common))
-    args = [
-        f"model.path={tiny_sd3}",
-        f"data.path={shapes_parquet}",
-        f"output_dir={double}",
-        "data.resolution=32",
-        "train.batch_size=2",
-        "train.checkpoint_every=0",
-        "train.report_to=none",
-        "optim.lr=1e-3",
-        "optim.max_grad_norm=null",
-        *common,
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*TWO_PROCESS_PREFDIFF, "train", *args], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    for a, b in zip(metrics(double), metrics(single), strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-    if lora:
-        assert_same_weights(lora_weights(double), lora_weights(single), atol=1e-6)
-    else:
-        from diffusers import SD3Transformer2DModel
+    from diffusers import SD3Transformer2DModel
 
-        a = SD3Transformer2DModel.from_pretrained(str(double / "transformer")).state_dict()
-        b = SD3Transformer2DModel.from_pretrained(str(single / "transformer")).state_dict()
-        assert_same_weights(a, b, atol=1e-6)
+    assert_two_processes_equal_one(
+        TWO_PROCESS_PREFDIFF, tiny_sd3, shapes_parquet, tmp_path, SD3Transformer2DModel, lora, T5_TOKENS
+    )
 
 
 def test_flux_fsdp_full_fine_tune_equals_one_process(tiny_flux, shapes_parquet, tmp_path):
@@ -123,13 +92,6 @@ def test_flux_fsdp_full_fine_tune_equals_one_process(tiny_flux, shapes_parquet, 
     units; the frozen reference is sharded alike) equals one process of the same global batch."""
     from diffusers import FluxTransformer2DModel
 
-    common = ["train.max_steps=2", "optim.eps=1e-2", "objective.beta=500", "lora.enabled=false", "optim.lr=1e-4"]
-    common.append(T5_TOKENS)
-    single, double = tmp_path / "single", tmp_path / "double"
-    train(tiny_config(tiny_flux, shapes_parquet, single, "train.batch_size=4", *common))
-    _two_process_train(TWO_PROCESS_FSDP_PREFDIFF, tiny_flux, shapes_parquet, double, *common)
-    for a, b in zip(metrics(double), metrics(single), strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-    tuned = FluxTransformer2DModel.from_pretrained(str(double / "transformer")).state_dict()
-    assert_same_weights(tuned, FluxTransformer2DModel.from_pretrained(str(single / "transformer")).state_dict(), 1e-6)
+    assert_two_processes_equal_one(
+        TWO_PROCESS_FSDP_PREFDIFF, tiny_flux, shapes_parquet, tmp_path, FluxTransformer2DModel, False, T5_TOKENS
+    )

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from prefdiff.models.base import BACKBONES, Conditioning, Denoiser, DenoisingProblem
-from prefdiff.models.flow import FlowBackbone, flow_scheduler, flow_vae
+from prefdiff.models.flow import FlowBackbone
 
 # attention of both streams and the feed-forwards of the double blocks, as diffusers' FLUX LoRA scripts
 FLUX_LORA_TARGETS = (
@@ -115,7 +115,14 @@ class FluxBackbone(FlowBackbone):
         from diffusers import FluxPipeline, FluxTransformer2DModel
         from transformers import CLIPTextModel, T5EncoderModel
 
-        from prefdiff.models.tiny import TINY_IMAGE_SIZE, TINY_T5_WIDTH, TINY_TEXT_WIDTH, tiny_text_parts
+        from prefdiff.models.tiny import (
+            TINY_IMAGE_SIZE,
+            TINY_T5_WIDTH,
+            TINY_TEXT_WIDTH,
+            flow_scheduler,
+            flow_vae,
+            tiny_text_parts,
+        )
 
         text = tiny_text_parts(out, seed)
         text_encoder = CLIPTextModel(text.clip_config(TINY_TEXT_WIDTH, TINY_TEXT_WIDTH))

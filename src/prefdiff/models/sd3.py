@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from prefdiff.models.base import BACKBONES, Conditioning, Denoiser, DenoisingProblem
-from prefdiff.models.flow import FlowBackbone, flow_scheduler, flow_vae
+from prefdiff.models.flow import FlowBackbone
 
 # the joint-attention projections of both streams (image and text), as diffusers' SD3 LoRA scripts adapt
 JOINT_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
@@ -92,7 +92,14 @@ class SD3Backbone(FlowBackbone):
         from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
         from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
-        from prefdiff.models.tiny import TINY_IMAGE_SIZE, TINY_T5_WIDTH, TINY_TEXT_WIDTH, tiny_text_parts
+        from prefdiff.models.tiny import (
+            TINY_IMAGE_SIZE,
+            TINY_T5_WIDTH,
+            TINY_TEXT_WIDTH,
+            flow_scheduler,
+            flow_vae,
+            tiny_text_parts,
+        )
 
         text = tiny_text_parts(out, seed)
         width = TINY_TEXT_WIDTH

@@ -84,11 +84,16 @@ def clip_text_config(vocab_size: int, hidden: int, projection_dim: int) -> CLIPT
     )
 
 
-def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_attention: bool = True) -> AutoencoderKL:
-    """A random-init SD-style VAE (4 latent channels) that downsamples by 2 per level after the first."""
+def small_vae(
+    block_out_channels: tuple[int, ...], sample_size: int, mid_block_attention: bool = True, **flow: Any
+) -> AutoencoderKL:
+    """A random-init SD-style VAE (4 latent channels) that downsamples by 2 per level after the
+    first; ``flow`` settings (``latent_channels``, ``scaling_factor``, ``shift_factor``, no quant
+    convs) make the 16-channel VAE of SD3 and FLUX.1 (:func:`flow_vae`)."""
     from diffusers import AutoencoderKL
 
     levels = len(block_out_channels)
+    settings: dict[str, Any] = {"latent_channels": 4, **flow}
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -96,11 +101,42 @@ def small_vae(block_out_channels: tuple[int, ...], sample_size: int, mid_block_a
         up_block_types=("UpDecoderBlock2D",) * levels,
         block_out_channels=block_out_channels,
         layers_per_block=1,
-        latent_channels=4,
         norm_num_groups=8,
         sample_size=sample_size,
         mid_block_add_attention=mid_block_attention,
+        **settings,
     )
+
+
+def flow_vae(block_out_channels: tuple[int, ...], sample_size: int, scaling: float, shift: float) -> AutoencoderKL:
+    """A random-init 16-channel VAE without quant convs, as SD3's and FLUX.1's (with their scale
+    and shift factors)."""
+    return small_vae(
+        block_out_channels,
+        sample_size,
+        latent_channels=16,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def flow_scheduler(shift: float = 3.0, dynamic: bool = False) -> Any:
+    """``FlowMatchEulerDiscreteScheduler`` as SD3 (static shift 3) or FLUX.1 (dynamic) ship it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if dynamic:
+        return FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=1000,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
 
 
 def two_level_unet_kwargs(latent_size: int, norm_num_groups: int) -> dict:
