@@ -348,22 +348,34 @@ def toy_pretrain(
     out: Annotated[Path, typer.Option(help="Where to write the pretrained pipeline (diffusers format).")] = Path(
         "runs/toy_base"
     ),
+    family: Annotated[
+        str,
+        typer.Option(
+            help="sd: a StableDiffusionPipeline (VAE, UNet and CLIP trained here); sd3: a StableDiffusion3Pipeline "
+            "(an MMDiT trained on the flow objective, on the shipped sd base's VAE and CLIP encoder)."
+        ),
+    ] = "sd",
     seed: Annotated[int, typer.Option(help="Seed of the scenes, the initialisation and the batches.")] = 0,
-    vae_steps: Annotated[int, typer.Option(help="VAE optimizer steps.")] = 1200,
-    unet_steps: Annotated[int, typer.Option(help="UNet and text-encoder optimizer steps.")] = 5000,
+    vae_steps: Annotated[int | None, typer.Option(help="VAE optimizer steps (sd; default 1200).")] = None,
+    unet_steps: Annotated[
+        int | None, typer.Option(help="UNet and text-encoder optimizer steps (sd; default 5000).")
+    ] = None,
+    transformer_steps: Annotated[
+        int | None, typer.Option(help="Transformer optimizer steps (sd3; default: FlowPretrainSettings').")
+    ] = None,
     pool: Annotated[int, typer.Option(help="Scenes rendered for pretraining.")] = 24000,
 ) -> None:
-    """Pretrain the toy base pipeline from a seed (the package ships the result of the defaults)."""
+    """Pretrain a toy base pipeline from a seed (the package ships the result of the defaults of each family)."""
     _quiet_libraries()
     from prefdiff.errors import ConfigError
-    from prefdiff.toy.pretrain import PretrainSettings, pretrain
+    from prefdiff.toy.pretrain import pretrain_family
 
-    for name, value in (("--vae-steps", vae_steps), ("--unet-steps", unet_steps), ("--pool", pool)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1 (got {value})")
-    report = pretrain(
-        out, PretrainSettings(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, pool=pool), log=typer.echo
-    )
+    steps = {"vae_steps": vae_steps, "unet_steps": unet_steps, "transformer_steps": transformer_steps}
+    for name, value in (*steps.items(), ("pool", pool)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+    given = {name: value for name, value in steps.items() if value is not None}
+    report = pretrain_family(family, out, {"seed": seed, "pool": pool, **given}, log=typer.echo)
     samples = report["samples"]
     typer.echo(
         f"pretrained base: {out} (colour match {samples['colour_match']:.1%}, shape match {samples['shape_match']:.1%})"

@@ -62,10 +62,11 @@ def paired_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
 
 def load_generation_pipeline(
     model: Path, lora: Path | None = None, denoiser: Path | None = None, scheduler: str = "default"
-) -> tuple[DiffusionPipeline, int]:
+) -> tuple[DiffusionPipeline, int, dict[str, Any]]:
     """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
-    transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline and its
-    native resolution."""
+    transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline, its
+    native resolution and the keyword arguments every call of it takes so that prompts are
+    encoded as the latent cache encodes them (the T5 prompt length of the flow families)."""
     import diffusers
 
     if scheduler not in SCHEDULERS:
@@ -92,7 +93,7 @@ def load_generation_pipeline(
     pipe.set_progress_bar_config(disable=True)
     if torch.cuda.is_available():
         pipe.to("cuda")
-    return pipe, backbone.native_resolution()
+    return pipe, backbone.native_resolution(), backbone.encoding_settings()
 
 
 @torch.no_grad()
@@ -113,7 +114,7 @@ def run_jobs(
     todo = [job for job in jobs if not (out / job.file).exists()]
     size = settings.resolution
     if todo:
-        pipe, native = load_generation_pipeline(model, lora, denoiser, settings.scheduler)
+        pipe, native, prompt_settings = load_generation_pipeline(model, lora, denoiser, settings.scheduler)
         size = size or native
         for start in tqdm(
             range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size
@@ -127,6 +128,7 @@ def run_jobs(
                 height=size,
                 width=size,
                 generator=[torch.Generator(device="cpu").manual_seed(job.seed) for job in batch],
+                **prompt_settings,
             ).images
             for job, image in zip(batch, images, strict=True):
                 image.save(out / job.file)

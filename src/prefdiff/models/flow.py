@@ -36,6 +36,7 @@ class FlowBackbone(Backbone):
     denoiser_name: ClassVar[str] = "transformer"
     flow_matching: ClassVar[bool] = True
     lora_legacy_keys: ClassVar[bool] = False
+    t5_tokenizer_name: ClassVar[str] = ""  # the component that tokenizes T5 prompts
 
     def __init__(self, path: Path, components: dict[str, Any], options: ModelConfig | None = None) -> None:
         super().__init__(path, components, options)
@@ -43,7 +44,7 @@ class FlowBackbone(Backbone):
         # the training table, taken before any pipeline could call set_timesteps on a scheduler
         self.sigma_table: torch.Tensor = self.noise_scheduler.sigmas[: self.num_train_timesteps].clone().float()
         length = self.options.max_sequence_length
-        self.max_sequence_length: int = length if length is not None else DEFAULT_T5_TOKENS[self.family]
+        self.max_sequence_length: int = length if length is not None else self.default_sequence_length()
 
     @classmethod
     def _load_components(cls, path: Path, options: ModelConfig) -> dict[str, Any]:
@@ -60,6 +61,13 @@ class FlowBackbone(Backbone):
     @classmethod
     def _load_text_components(cls, path: Path) -> dict[str, Any]:
         raise NotImplementedError
+
+    def default_sequence_length(self) -> int:
+        """The pipeline's default T5 prompt length, capped by the T5 tokenizer's ``model_max_length``
+        (a pipeline trained on short prompts, as the toy base, says so there)."""
+        limit = getattr(self.components.get(self.t5_tokenizer_name), "model_max_length", None)
+        default = DEFAULT_T5_TOKENS[self.family]
+        return min(default, int(limit)) if isinstance(limit, int) and limit > 0 else default
 
     def encoding_settings(self) -> dict[str, Any]:
         return {"max_sequence_length": self.max_sequence_length}

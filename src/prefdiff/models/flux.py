@@ -42,6 +42,7 @@ class FluxBackbone(FlowBackbone):
     pipeline_classes: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
     text_components: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
     lora_target_modules: ClassVar[tuple[str, ...]] = FLUX_LORA_TARGETS
+    t5_tokenizer_name: ClassVar[str] = "tokenizer_2"
 
     @classmethod
     def denoiser_class(cls) -> Any:

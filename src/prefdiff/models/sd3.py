@@ -33,6 +33,7 @@ class SD3Backbone(FlowBackbone):
         "tokenizer_3",
     )
     lora_target_modules: ClassVar[tuple[str, ...]] = JOINT_ATTENTION_TARGETS
+    t5_tokenizer_name: ClassVar[str] = "tokenizer_3"
 
     @classmethod
     def denoiser_class(cls) -> Any:

@@ -19,9 +19,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -169,6 +169,82 @@ def _encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, capt
     return text_encoder(ids)[0]
 
 
+@dataclass
+class DenoiserSchedule:
+    """How every toy base's denoiser (UNet or transformer) trains: AdamW (weight decay 0.01),
+    cosine lr with warm-up, gradients clipped at 1, ``caption_dropout`` of captions replaced by
+    "" (for classifier-free guidance), an EMA with warm-up of its decay."""
+
+    steps: int
+    batch: int
+    lr: float
+    caption_dropout: float
+    ema_decay: float
+    seed: int
+    name: str = "unet"
+
+
+# the loss of one batch: (pool indices [B], captions of the batch (some dropped to ""), generator) -> scalar
+BatchLoss = Callable[[torch.Tensor, list[str], torch.Generator], torch.Tensor]
+
+
+def train_denoiser(
+    modules: list[torch.nn.Module],
+    batch_loss: BatchLoss,
+    captions: list[str],
+    schedule: DenoiserSchedule,
+    log: Callable[[str], None],
+) -> list[torch.nn.Module]:
+    """Train ``modules`` on ``batch_loss`` over batches of the scene pool (``captions`` has one
+    entry per pooled scene); returns their EMA copies, in order."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(schedule.seed + 2)
+    drop = random.Random(schedule.seed + 3)
+    params: list[torch.Tensor] = [p for module in modules for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=0.01)
+    emas = [copy.deepcopy(module).eval() for module in modules]
+    ema_params: list[torch.Tensor] = [
+        p
+        for ema, module in zip(emas, modules, strict=True)
+        for p, q in zip(ema.parameters(), module.parameters(), strict=True)
+        if q.requires_grad
+    ]
+    for module in modules:
+        module.train()
+    bar = tqdm(range(schedule.steps), desc=f"pretrain {schedule.name}", unit="step")
+    running = None
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, schedule.steps, schedule.lr)
+        index = torch.randint(0, len(captions), (schedule.batch,), generator=generator)
+        batch_captions = ["" if drop.random() < schedule.caption_dropout else captions[i] for i in index.tolist()]
+        loss = batch_loss(index, batch_captions, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        decay = min(schedule.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    log(f"{schedule.name}: final smoothed loss {running:.4f}")
+    return emas
+
+
+def sample_latents(
+    latents: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """A draw from the cached posteriors (mean and std ``[N, 4, h, w]``) of the scenes ``index [B]``:
+    ``[B, 4, h, w]``, unscaled."""
+    mean, std = latents
+    return mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)
+
+
 def train_unet(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
@@ -181,45 +257,26 @@ def train_unet(
     log: Callable[[str], None],
 ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     """Epsilon prediction on cached latents; returns EMA copies of the UNet and text encoder."""
-    import copy
-
-    from tqdm.auto import tqdm
-
-    mean, std = latents
-    generator = torch.Generator().manual_seed(settings.seed + 2)
-    drop = random.Random(settings.seed + 3)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=settings.unet_lr, weight_decay=0.01)
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
-    unet.train()
-    text_encoder.train()
     alphas = scheduler.alphas_cumprod
-    bar = tqdm(range(settings.unet_steps), desc="pretrain unet", unit="step")
-    running = None
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = _cosine_lr(step, settings.unet_steps, settings.unet_lr)
-        index = torch.randint(0, len(mean), (settings.unet_batch,), generator=generator)
-        clean = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scaling
+
+    def batch_loss(index: torch.Tensor, batch_captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        clean = sample_latents(latents, index, generator) * scaling
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, len(alphas), (len(index),), generator=generator)
         a = alphas[timesteps].view(-1, 1, 1, 1)
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
-        batch_captions = ["" if drop.random() < settings.caption_dropout else captions[i] for i in index.tolist()]
         prediction = unet(noisy, timesteps, _encode_captions(tokenizer, text_encoder, batch_captions)).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        decay = min(settings.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{running:.4f}")
-    log(f"unet: final smoothed loss {running:.4f}")
+        return torch.nn.functional.mse_loss(prediction, noise)
+
+    schedule = DenoiserSchedule(
+        settings.unet_steps,
+        settings.unet_batch,
+        settings.unet_lr,
+        settings.caption_dropout,
+        settings.ema_decay,
+        settings.seed,
+    )
+    ema_unet, ema_text = train_denoiser([unet, text_encoder], batch_loss, captions, schedule, log)
     return ema_unet, ema_text
 
 
@@ -273,6 +330,29 @@ def pretrain(out: Path, settings: PretrainSettings | None = None, log: Callable[
     return report
 
 
+def pretrain_family(
+    family: str, out: Path, settings: dict[str, Any], log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Pretrain the toy base of ``family`` (sd: :func:`pretrain`; sd3:
+    :func:`prefdiff.toy.flowbase.pretrain_flow`) with ``settings`` over its settings' defaults;
+    a setting the family does not have is an error that names it."""
+    from prefdiff.errors import ConfigError
+    from prefdiff.toy.flowbase import FlowPretrainSettings, pretrain_flow
+
+    families: dict[str, tuple[type, Callable[..., dict[str, Any]]]] = {
+        "sd": (PretrainSettings, pretrain),
+        "sd3": (FlowPretrainSettings, pretrain_flow),
+    }
+    if family not in families:
+        raise ConfigError(f"--family {family!r}: expected one of {', '.join(families)}")
+    settings_class, run = families[family]
+    known = {field.name for field in fields(settings_class)}
+    for name in settings:
+        if name not in known:
+            raise ConfigError(f"--{name.replace('_', '-')} is not a setting of the {family} toy base")
+    return run(out, settings_class(**settings), log=log)
+
+
 def evaluate_base(
     model: Path,
     images_per_caption: int = 16,
@@ -284,7 +364,7 @@ def evaluate_base(
     match, and how size and background spread (the world draws them uniformly)."""
     from prefdiff.evaluate.generate import load_generation_pipeline
 
-    pipe, size = load_generation_pipeline(Path(model))
+    pipe, size, prompt_settings = load_generation_pipeline(Path(model))
     captions = [caption_for(c, s) for c in COLOURS for s in SHAPES]
     colour_hits = shape_hits = total = 0
     radii, levels = [], []
@@ -297,6 +377,7 @@ def evaluate_base(
             height=size,
             width=size,
             generator=generator,
+            **prompt_settings,
         ).images
         colour, shape = caption.split()[1:]
         for image in images:
