@@ -85,8 +85,7 @@ def build_flow_components(settings: FlowPretrainSettings, source: Path) -> dict[
     from diffusers import AutoencoderKL, SD3Transformer2DModel
     from transformers import CLIPTokenizer, T5EncoderModel
 
-    from prefdiff.models.tiny import flow_scheduler
-    from prefdiff.models.tiny import build_t5_tokenizer, t5_encoder_config
+    from prefdiff.models.tiny import build_t5_tokenizer, flow_scheduler, t5_encoder_config
 
     torch.manual_seed(settings.seed)
     tokenizer = CLIPTokenizer.from_pretrained(str(source / "tokenizer"))
