@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prefdiff.cli import app
-from prefdiff.toy.quickstart import SHIPPED_BASE
+from prefdiff.toy.quickstart import SHIPPED_BASE, SHIPPED_BASES
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,12 @@ def test_shipped_base_is_a_pipeline():
     assert sum(p.stat().st_size for p in SHIPPED_BASE.rglob("*")) < 16 * 2**20
 
 
-def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
-    out = tmp_path / "qs"
-    output = run(out)
+def check_artefacts(out, output, family):
+    """Every artefact and summary field of a shrunken quickstart in ``out``; returns the summary."""
     assert str(out / "report.html") in output and str(out / "summary.json") in output
     summary = json.loads((out / "summary.json").read_text())
     assert FIELDS <= summary.keys()
+    assert summary["family"] == family
     assert set(summary["stage_seconds"]) == STAGES
     for key in FIELDS - {"win_rate_vs_base_ci", "stage_seconds", "oracle_score_base", "oracle_score_dpo"}:
         assert 0.0 <= summary[key] <= 1.0 and not math.isnan(summary[key]), key
@@ -77,6 +77,12 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert "samples/dpo/" in report and f"{summary['win_rate_vs_base']:.1%}" in report
     votes = json.loads((out / "votes" / "votes.json").read_text())
     assert votes["train"]["pairs"] == 24 and votes["temperature"] > 0
+    return summary
+
+
+def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
+    out = tmp_path / "qs"
+    summary = check_artefacts(out, run(out), "sd")
 
     weights = out / "dpo" / "lora" / "pytorch_lora_weights.safetensors"
     mtime = weights.stat().st_mtime_ns
@@ -99,6 +105,44 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert json.loads((out / "summary.json").read_text())["oracle"] == f"python:{oracle_file}:prefers_red"
 
 
+def test_flow_quickstart_writes_every_artefact(tmp_path):
+    """toy.family=sd3: the shipped flow base, Flow-DPO and flow SFT with the sd3 recipe; the
+    cache holds the base's 8 T5 tokens and 16 CLIP tokens, and the LoRAs load into the SD3 pipeline."""
+    from diffusers import StableDiffusion3Pipeline
+
+    out = tmp_path / "flow"
+    summary = check_artefacts(out, run(out, "toy.family=sd3"), "sd3")
+    assert (
+        json.loads((out / "dpo" / "stage.json").read_text())["key"]["config"]["objective"]["beta"]
+        == (summary["recipe"]["objective"]["beta"])
+    )
+    cache_info = json.loads((out / "cache" / "train" / "cache_info.json").read_text())
+    assert cache_info["model"]["family"] == "sd3" and cache_info["model"]["max_sequence_length"] == "8"
+    pipe = StableDiffusion3Pipeline.from_pretrained(str(SHIPPED_BASES["sd3"]))
+    pipe.load_lora_weights(str(out / "dpo" / "lora"))
+
+
+def test_shipped_flow_base_loads_as_the_sd3_backbone():
+    from prefdiff.models import load_backbone
+
+    base = SHIPPED_BASES["sd3"]
+    assert sum(p.stat().st_size for p in base.rglob("*")) < 16 * 2**20
+    backbone = load_backbone(base)
+    assert backbone.family == "sd3" and backbone.flow_matching
+    assert backbone.latent_shape(32) == (4, 8, 8) and backbone.max_sequence_length == 8
+    report = json.loads((base / "pretrain_report.json").read_text())
+    assert report["family"] == "sd3" and report["samples"]["images"] == 24 * 16
+    assert report["scaling_factor"] == backbone.scaling_factor and report["shift_factor"] == backbone.shift_factor
+
+
+def test_a_base_of_another_family_is_refused_before_any_work(tmp_path):
+    result = CliRunner().invoke(
+        app, ["quickstart", "--out", str(tmp_path / "qs"), "toy.family=sd3", f"toy.base={SHIPPED_BASE}"]
+    )
+    assert result.exit_code != 0 and "toy.family=sd" in str(result.exception)
+    assert not (tmp_path / "qs").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
@@ -108,6 +152,7 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
         ("toy.rater_agreement=0.5", "toy.rater_agreement"),
         ("toy.seed=-1", "toy.seed"),
         ("toy.oracle=large-central", "toy.oracle"),
+        ("toy.family=flux", "toy.family"),
         ("toy.oracle=no_such_module_here:fn", "toy.oracle"),
         ("objective.name=sft", "objective.name"),
         ("output_dir=elsewhere", "output_dir"),

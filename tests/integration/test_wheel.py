@@ -115,6 +115,9 @@ def test_wheel_ships_every_file_of_the_package(checkout: Path, wheel: Path):
         "prefdiff/recipes/tiny_dpo_lora.yaml",
         "prefdiff/recipes/_paper.yaml",
         "prefdiff/toy/assets/base/model_index.json",
+        "prefdiff/toy/assets/base_sd3/model_index.json",
+        "prefdiff/toy/assets/base_sd3/transformer/diffusion_pytorch_model.safetensors",
+        "prefdiff/toy/assets/base_sd3/tokenizer_3/tokenizer_config.json",
     } <= tracked
     assert tracked - shipped == set()
 

@@ -9,7 +9,16 @@ from prefdiff.config import _f
 
 @dataclass
 class ToyConfig:
-    base: str = _f("", "Base pipeline directory; empty: the pretrained toy model shipped inside the package.")
+    family: str = _f(
+        "sd",
+        "The toy base's model family: sd (a UNet on epsilon; Diffusion-DPO) or sd3 (an MMDiT on the flow velocity; "
+        "Flow-DPO). It picks the shipped base and the training recipe.",
+    )
+    base: str = _f(
+        "",
+        "Base pipeline directory (of toy.family); empty: the pretrained toy model of that family shipped inside the "
+        "package.",
+    )
     oracle: str = _f(
         "large_central",
         "What the simulated raters like: large_central, dark_background, small_objects, or module:function "
@@ -22,7 +31,11 @@ class ToyConfig:
     train_pairs: int = _f(1024, "On-policy pairs drawn from the base model for the preference-training captions.")
     heldout_pairs: int = _f(128, "Labelled pairs on the held-out captions, for implicit_accuracy_heldout.")
     eval_images_per_caption: int = _f(72, "Paired comparisons per held-out caption (6 captions).")
-    sample_steps: int = _f(15, "Sampler (DDIM) steps for every generated image.")
+    sample_steps: int = _f(
+        15,
+        "Sampler steps for every generated image, with the pipeline's own sampler (DDIM for sd, the flow's "
+        "FlowMatchEulerDiscreteScheduler for sd3).",
+    )
     guidance_scale: float = _f(3.0, "Classifier-free guidance scale for every generated image.")
     generate_batch: int = _f(64, "Images per generation call.")
     seed: int = _f(0, "Seed of the pairs, the votes and the evaluation images.")

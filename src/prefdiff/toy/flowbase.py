@@ -52,7 +52,7 @@ HEAD_DIM = 16
 class FlowPretrainSettings:
     seed: int = 0
     pool: int = 24000  # scenes rendered once and encoded once by the shipped VAE
-    transformer_steps: int = 8000
+    transformer_steps: int = 7000
     transformer_batch: int = 64
     transformer_lr: float = 1e-3
     caption_dropout: float = 0.1
