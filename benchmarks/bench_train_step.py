@@ -20,6 +20,8 @@ Modes, all over the same 2B images:
   dpo_full  the same with full fine-tuning and a frozen reference copy
   sft_lora  2B winners, fwd+bwd only (the floor for DPO is ~4/3 of this: one extra forward)
   sft_full  the same, full fine-tuning
+  mapo_lora B pairs, policy fwd+bwd on [w; l] (2B) and no reference at all (MaPO is reference-free)
+  mapo_full the same with full fine-tuning: no frozen copy in memory
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ TRANSFORMERS = {
         axes_dims_rope=(16, 56, 56),
     ),
 }
-MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full")
+MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full", "mapo_lora", "mapo_full")
 
 
 def synthetic_conditioning(family: str, denoiser, pairs: int, t5_tokens: int) -> dict:
@@ -328,20 +330,31 @@ def main() -> None:
     )
     print(f"{'mode':<10} {'ms/step':>9} {'pairs/s':>9} {'images/s':>9} {'mem MiB':>9}")
     for mode in args.modes:
-        pairs_per_step = args.pairs if mode.startswith("dpo") else images
+        pairs_per_step = images if mode.startswith("sft") else args.pairs
         print(
             f"{mode:<10} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
             f"{images / seconds[mode]:>9.2f} {memory[mode]:>9.0f}"
         )
-    ratios = {}
+    ratios, mapo = {}, {}
     for kind in ("lora", "full"):
         if f"dpo_{kind}" in seconds and f"sft_{kind}" in seconds:
             ratios[kind] = seconds[f"dpo_{kind}"] / seconds[f"sft_{kind}"]
             print(f"DPO/SFT step time on the same {images} images ({kind}): {ratios[kind]:.2f}x (floor ~1.33x)")
+        if f"dpo_{kind}" in seconds and f"mapo_{kind}" in seconds:
+            mapo[kind] = seconds[f"mapo_{kind}"] / seconds[f"dpo_{kind}"]
+            memory_ratio = memory[f"mapo_{kind}"] / memory[f"dpo_{kind}"]
+            print(f"MaPO/DPO ({kind}): step time {mapo[kind]:.2f}x (target <= 0.8x), peak memory {memory_ratio:.2f}x")
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"args": args.passthrough, "seconds": seconds, "peak_mib": memory, "dpo_over_sft": ratios}, indent=2
+                {
+                    "args": args.passthrough,
+                    "seconds": seconds,
+                    "peak_mib": memory,
+                    "dpo_over_sft": ratios,
+                    "mapo_over_dpo": mapo,
+                },
+                indent=2,
             )
         )
 

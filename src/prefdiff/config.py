@@ -211,10 +211,10 @@ class ObjectiveConfig:
             # a key of another objective (objective.beta with sft, as recipes shared between a
             # run and its baseline write it): accepted as before, and said to be unused
             log.warning(
-                "config key '%s%s' belongs to objective %s, not %r: ignored",
+                "config key '%s%s' belongs to %s, not %r: ignored",
                 prefix,
                 key,
-                " and ".join(owners),
+                f"objective {owners[0]}" if len(owners) == 1 else f"objectives {', '.join(owners)}",
                 self.name,
             )
             updates.pop(key)
@@ -545,9 +545,13 @@ def _describe_objectives(prefix: str) -> list[tuple[str, str, str]]:
 
     names = "; ".join(f"{name}: {objective_help(cls)}" for name, cls in OBJECTIVES.items())
     rows = [(f"{prefix}name", repr(ObjectiveConfig().name), f"Training objective. Registered: {names}")]
+    owners: dict[tuple[str, str, str], list[str]] = {}  # a key shared with the same default and help: one row
     for name, cls in OBJECTIVES.items():
         for f in dataclasses.fields(cls):
-            rows.append((f"{prefix}{f.name}", repr(getattr(cls(), f.name)), f"({name}) {f.metadata.get('help', '')}"))
+            owners.setdefault(
+                (f"{prefix}{f.name}", repr(getattr(cls(), f.name)), f.metadata.get("help", "")), []
+            ).append(name)
+    rows += [(key, default, f"({', '.join(names)}) {text}") for (key, default, text), names in owners.items()]
     return rows
 
 

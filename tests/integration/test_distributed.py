@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,35 @@ def test_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path, lora):
     from diffusers import UNet2DConditionModel
 
     assert_two_processes_equal_one(TWO_PROCESS_PREFDIFF, tiny_sd, shapes_parquet, tmp_path, UNet2DConditionModel, lora)
+
+
+def test_reference_free_objective_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path):
+    """MaPO, fully fine-tuned: no reference forward and no frozen copy; two processes equal one."""
+    from diffusers import UNet2DConditionModel
+
+    single, double = assert_two_processes_equal_one(
+        TWO_PROCESS_PREFDIFF, tiny_sd, shapes_parquet, tmp_path, UNet2DConditionModel, False, "objective.name=mapo"
+    )
+    assert "margin_term" in metrics(double)[0] and "ref_err_w" not in metrics(double)[0]
+
+
+def test_auto_beta_and_winner_guard_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path):
+    """beta=auto finds the same beta on every process (the run's first slots, whoever holds them),
+    and the per-pair winner guard does not depend on the split."""
+    from diffusers import UNet2DConditionModel
+
+    single, double = assert_two_processes_equal_one(
+        TWO_PROCESS_PREFDIFF,
+        tiny_sd,
+        shapes_parquet,
+        tmp_path,
+        UNet2DConditionModel,
+        True,
+        "objective.beta=auto",
+        "objective.winner_guard=true",
+    )
+    found = [json.loads((run / "auto_beta.json").read_text())["beta"] for run in (single, double)]
+    assert found[0] == pytest.approx(found[1], rel=1e-6)
 
 
 def test_cache_split_across_two_processes(tiny_sd, shapes_parquet, tmp_path):

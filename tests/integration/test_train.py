@@ -7,6 +7,7 @@ import torch
 
 from prefdiff.models import load_backbone
 from prefdiff.models.lora import lora_state_dict
+from prefdiff.objectives import OBJECTIVES
 from prefdiff.train.loop import train
 
 from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
@@ -69,6 +70,51 @@ def test_grad_accumulation_1x8_2x4_8x1_give_the_same_update(tiny_sd, shapes_parq
         for a, b in zip(rows, reference_metrics, strict=True):
             assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+MENU = [
+    name
+    for name in OBJECTIVES.names()
+    if name not in ("dpo", "sft") and not getattr(OBJECTIVES.get(name), "needs_unpaired", False)
+]
+VARIANTS = [(name, ()) for name in MENU] + [
+    ("dpo", ("objective.winner_guard=true",)),
+    ("dpo", ("objective.label_smoothing=0.1",)),
+    ("dpo", ("objective.beta=auto",)),
+]
+
+
+@pytest.mark.parametrize(("objective", "extra"), VARIANTS, ids=[f"{n}{''.join(e)}" for n, e in VARIANTS])
+def test_every_objective_accumulates_1x8_as_8x1(tiny_sd, shapes_parquet, tmp_path, objective, extra):
+    """The accumulation invariance for the rest of the menu, the winner guard (one scale per pair,
+    so batch-independent), label smoothing and beta=auto (chosen from the same first pairs however
+    they are batched), with the settings of the test above (two steps)."""
+    runs = {}
+    for batch, accum in ((1, 8), (8, 1)):
+        out = tmp_path / f"b{batch}a{accum}"
+        beta = (
+            [] if objective == "mapo" or any(e.startswith("objective.beta") for e in extra) else ["objective.beta=500"]
+        )
+        config = tiny_config(
+            tiny_sd,
+            shapes_parquet,
+            out,
+            f"train.batch_size={batch}",
+            f"train.grad_accum_steps={accum}",
+            f"objective.name={objective}",
+            "optim.eps=1e-2",
+            "train.max_steps=2",
+            *beta,
+            *extra,
+        )
+        train(config)
+        runs[batch] = (lora_weights(out), metrics(out))
+    assert_same_weights(runs[1][0], runs[8][0], atol=2e-6)
+    for a, b in zip(runs[1][1], runs[8][1], strict=True):
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        if "guard_scale" in b:
+            assert a["guard_scale"] == pytest.approx(b["guard_scale"], rel=1e-4) and b["guard_scale"] <= 1.0
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["in_memory", "streaming"])

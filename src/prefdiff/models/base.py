@@ -295,7 +295,11 @@ class Backbone:
     def errors(self, denoiser: Denoiser, problem: DenoisingProblem) -> torch.Tensor:
         """Per-sample errors ``[N]``: mean over C,H,W of ``(prediction - target)^2``, times the
         problem's weight when it has one."""
-        err = per_sample_error(self.predict(denoiser, problem), problem.target)
+        return self.errors_of(self.predict(denoiser, problem), problem)
+
+    def errors_of(self, prediction: torch.Tensor, problem: DenoisingProblem) -> torch.Tensor:
+        """:meth:`errors` of a prediction ``[N,C,h,w]`` already made."""
+        err = per_sample_error(prediction, problem.target)
         return err if problem.weight is None else err * problem.weight
 
     # ---------------------------------------------------------------- adapters and inference

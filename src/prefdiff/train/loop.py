@@ -24,6 +24,7 @@ from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone
 from prefdiff.models.base import Denoiser
 from prefdiff.runlog import METRICS_FILE, drop_metrics_after
+from prefdiff.train.auto_beta import resolve_auto_beta
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
@@ -275,6 +276,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         write_run_info(run_dir, config, extra)
 
     session = _prepare(config, accelerator, components, accum)
+    resolve_auto_beta(session.ctx, config, stream, collate, run_dir, accelerator.is_main_process)
     if resume_path is not None:
         _resume(session, resume_path)
     batches = _batches(session, stream, collate)

@@ -4,6 +4,8 @@ objective's own test file; these are the properties every objective shares."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -81,14 +83,14 @@ def test_another_objectives_key_is_accepted_and_said_unused(caplog):
     does, with a warning, and the sft run's config holds no beta."""
     config = load_config(None, ["objective.name=sft", "objective.beta=500"])
     assert config.objective.name == "sft" and "beta" not in config.objective.as_dict()
-    assert "objective.beta' belongs to objective dpo, not 'sft': ignored" in caplog.text
+    assert re.search(r"objective.beta' belongs to objectives dpo, (\w+, )*ipo(, \w+)*, not 'sft': ignored", caplog.text)
 
 
 def test_an_unknown_objective_or_key_is_named():
     with pytest.raises(ConfigError, match=r"config key 'objective.name': unknown objective 'dpx' \(known: .*dpo.*sft"):
         load_config(None, ["objective.name=dpx"])
     with pytest.raises(
-        ConfigError, match=r"unknown config key 'objective.betta'.*'dpo' takes name and its own keys: beta"
+        ConfigError, match=r"unknown config key 'objective.betta'.*'dpo' takes name and its own keys: .*\bbeta\b"
     ):
         load_config(None, ["objective.betta=3"])
     with pytest.raises(
