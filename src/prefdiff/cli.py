@@ -247,6 +247,13 @@ def label_ai(
     tie_threshold: Annotated[
         float, typer.Option(help="Score differences within this become ties (label_0 = 0.5).")
     ] = 0.0,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Bradley-Terry temperature T: also write soft labels preference_0 = sigmoid((score_0 - score_1) / T) "
+            "for data.soft_labels=true (T on the scorer's scale; smaller is harder)."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     resolution: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
@@ -258,7 +265,15 @@ def label_ai(
     from prefdiff.evaluate.generate import SamplerSettings
 
     counts = label_with_ai(
-        model, prompts, scorer, out, lora, SamplerSettings(steps, guidance_scale, resolution), tie_threshold, seed
+        model,
+        prompts,
+        scorer,
+        out,
+        lora,
+        SamplerSettings(steps, guidance_scale, resolution),
+        tie_threshold,
+        seed,
+        temperature=temperature,
     )
     typer.echo(
         f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with "

@@ -131,6 +131,12 @@ class DataConfig:
     center_crop: bool = _f(True, "Centre crop (True) or random crop (False); one crop for both images of a pair.")
     random_flip: bool = _f(False, "Flip both images of a pair horizontally with probability 0.5.")
     drop_ties: bool = _f(True, "Drop pairs whose label_0 is 0.5 (ties), as the paper does.")
+    soft_labels: bool = _f(
+        False,
+        "Train on each pair's preference probability instead of a hard winner: the data's preference_0 (vote "
+        "fractions from the label app, label-ai --temperature, the toy's raters), 0.5 for kept ties. Needs an "
+        "objective with a soft-label loss (dpo, ipo).",
+    )
     max_pairs: int | None = _f(
         None, "Use at most this many pairs (the first ones in storage order, after drops); None for all."
     )
@@ -492,6 +498,11 @@ def validate(config: Config) -> None:
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"config key '{key}' {message} (got {_lookup(config, key)!r})")
+    if config.data.soft_labels and not getattr(config.objective.options, "soft_labels", False):
+        raise ConfigError(
+            f"config key 'data.soft_labels' is true but objective {config.objective.name!r} takes hard labels only; "
+            "use an objective with a soft-label loss (dpo, ipo) or set data.soft_labels=false"
+        )
     from prefdiff.data.formats import DATA_FORMATS
 
     if config.data.format != "auto":

@@ -1,7 +1,9 @@
 """The one writer of Pick-a-Pic-format parquet, for AI feedback, the toy and the label app's export.
 
 Pick-a-Pic conventions: ``label_0 == 1`` means image 0 won, ``0`` that image 1 won, ``0.5`` a tie
-(prefdiff's reader drops ties by default); ``label_1 = 1 - label_0``; ``best_image_uid`` is the
+(prefdiff's reader drops ties by default); ``label_1 = 1 - label_0``; prefdiff's optional
+``preference_0`` is the probability that image 0 is preferred (a vote fraction, or a reward
+model's Bradley-Terry probability), read with ``data.soft_labels=true``; ``best_image_uid`` is the
 winner's uid, empty for a tie. ``jpg_0`` / ``jpg_1`` hold the image files' bytes as they are (PNG
 bytes stay PNG: readers decode them with PIL whatever the column name).
 
@@ -36,6 +38,7 @@ COLUMN_TYPES: dict[str, str] = {
     # prefdiff's own: the AI rater's scores, the label app's vote counts and study context
     "score_0": "float64", "score_1": "float64", "votes_0": "int64", "votes_1": "int64",
     "votes_tie": "int64", "study": "string", "question": "string", "category": "string",
+    "preference_0": "float64",
 }  # fmt: skip
 """Every column a prefdiff writer may write, with its Arrow type."""
 
@@ -51,6 +54,8 @@ class PickapicRow:
 
     ``label_0`` is 1.0 (image 0 won), 0.0 (image 1 won) or 0.5 (tie). ``extra`` holds the other
     columns of ``COLUMN_TYPES`` a caller fills (``score_0``, ``user_id``, ``votes_0`` ...).
+    ``preference_0`` is the probability that image 0 is preferred (None: not known); it is
+    written when the caller's columns include ``preference_0``.
     """
 
     caption: str
@@ -64,6 +69,7 @@ class PickapicRow:
     model_1: str | None = None
     are_different: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+    preference_0: float | None = None
 
     @property
     def best_image_uid(self) -> str | None:
@@ -82,7 +88,8 @@ class PickapicRow:
             "image_0_uid": self.image_0_uid, "image_1_uid": self.image_1_uid,
             "best_image_uid": self.best_image_uid, "ranking_id": self.ranking_id,
             "has_label": True, "are_different": self.are_different,
-            "model_0": self.model_0, "model_1": self.model_1, **self.extra,
+            "model_0": self.model_0, "model_1": self.model_1, "preference_0": self.preference_0,
+            **self.extra,
         }  # fmt: skip
 
 

@@ -149,3 +149,23 @@ def rater_agreement_with_majority(
         entry[0] += 1
         entry[1] += int(choice == decision)
     return {rater: (total, agree) for rater, (total, agree) in result.items()}
+
+
+def vote_fraction(votes_0: int, votes_1: int, votes_tie: int = 0) -> float:
+    """The share of the votes for image 0, a tie counting half: the soft label of a comparison
+    (``preference_0``). 4 of 5 votes for image 0 give 0.8; a 2-2-1 split gives 0.5."""
+    total = votes_0 + votes_1 + votes_tie
+    if total <= 0:
+        raise ValueError("vote_fraction needs at least one vote")
+    return (votes_0 + 0.5 * votes_tie) / total
+
+
+def bradley_terry_preference(score_0: float, score_1: float, temperature: float) -> float:
+    """``P(image 0 preferred) = sigmoid((score_0 - score_1) / temperature)``: the Bradley-Terry
+    model of a reward model's score difference. A smaller temperature gives harder labels."""
+    if not temperature > 0:
+        raise ValueError(f"the Bradley-Terry temperature must be > 0 (got {temperature})")
+    z = (score_0 - score_1) / temperature
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    return math.exp(z) / (1.0 + math.exp(z))

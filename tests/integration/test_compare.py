@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from prefdiff.errors import DataError
+from prefdiff.errors import ConfigError, DataError
 from prefdiff.evaluate.compare import compare_runs
 from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
 
@@ -82,3 +82,38 @@ def test_label_ai_writes_pickapic_pairs_the_reader_takes(tiny_sd, runs):
 
     for pair in pairs:  # the winner is the brighter image
         assert brightness(open_image(pair.winner)) > brightness(open_image(pair.loser))
+    assert all(pair.preference == 1.0 for pair in pairs)  # no temperature: hard labels
+
+
+def test_label_ai_temperature_writes_bradley_terry_soft_labels(tiny_sd, runs):
+    """With --temperature T, preference_0 = sigmoid((score_0 - score_1) / T) per row, and the
+    reader gives each winner its probability (>= 0.5)."""
+    import math
+
+    import pyarrow.parquet as pq
+
+    from prefdiff.config import load_config
+    from prefdiff.data import ReadReport, iter_pairs
+    from prefdiff.evaluate.ai_feedback import label_with_ai
+
+    out = runs / "ai_soft"
+    counts = label_with_ai(
+        tiny_sd,
+        runs / "prompts.tsv",
+        "python:scorer_mod:brightness",
+        out,
+        settings=SamplerSettings(steps=2, resolution=32),
+        temperature=5.0,
+    )
+    assert counts["temperature"] == 5.0
+    rows = pq.read_table(out / "pairs.parquet").to_pylist()
+    for row in rows:
+        expected = 1.0 / (1.0 + math.exp(-(row["score_0"] - row["score_1"]) / 5.0))
+        assert row["preference_0"] == pytest.approx(expected)
+    data = load_config(None, [f"data.path={out / 'pairs.parquet'}", "data.drop_ties=false"]).data
+    pairs = list(iter_pairs(data, ReadReport()))
+    assert sorted(p.preference for p in pairs) == pytest.approx(
+        sorted(max(r["preference_0"], 1 - r["preference_0"]) for r in rows)
+    )
+    with pytest.raises(ConfigError, match="--temperature must be > 0"):
+        label_with_ai(tiny_sd, runs / "prompts.tsv", "python:scorer_mod:brightness", out, temperature=0.0)

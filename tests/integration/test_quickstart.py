@@ -77,6 +77,12 @@ def check_artefacts(out, output, family):
     assert "samples/dpo/" in report and f"{summary['win_rate_vs_base']:.1%}" in report
     votes = json.loads((out / "votes" / "votes.json").read_text())
     assert votes["train"]["pairs"] == 24 and votes["temperature"] > 0
+    import pyarrow.parquet as pq
+
+    for row in pq.read_table(out / "votes" / "train.parquet", columns=["label_0", "preference_0"]).to_pylist():
+        # the raters' vote fraction (a tie vote half) lies on the majority's side, in steps of 1/(2 raters)
+        side = {1.0: row["preference_0"] > 0.5, 0.0: row["preference_0"] < 0.5, 0.5: row["preference_0"] == 0.5}
+        assert side[row["label_0"]] and (row["preference_0"] * 10) == round(row["preference_0"] * 10)
     return summary
 
 

@@ -98,6 +98,24 @@ def test_pickapic_export_round_trip(voted: tuple[Database, Path, Path], tmp_path
                        for p, run_dir in [(0, run_a), (1, run_b), (3, run_a), (4, run_b)]]  # fmt: skip
 
 
+def test_export_vote_fractions_round_trip_as_soft_labels(voted: tuple[Database, Path, Path], tmp_path: Path) -> None:
+    """preference_0 is the vote share of image 0, a tie vote counting half, and the reader
+    turns it into the winner's preference.
+
+    Position 0 (3-2-0): 3/5 = 0.6; 1 (1-4-0): 0.2, so B's image leads with 0.8; 2 (2-2-1):
+    (2 + 0.5)/5 = 0.5; 3 (5-0-0): 1.0; 4 (2-3-0): 0.4 -> B 0.6; 5 (1-1-3): (1 + 1.5)/5 = 0.5.
+    """
+    reader = pytest.importorskip("prefdiff.data.pickapic", reason="prefdiff's Pick-a-Pic reader not present")
+    db, run_a, run_b = voted
+    written = export_study(db, "roundtrip", tmp_path / "out")
+    rows = pq.read_table(written["pickapic"]).to_pylist()
+    assert [r["preference_0"] for r in rows] == pytest.approx([0.6, 0.2, 0.5, 1.0, 0.4, 0.5])
+    pairs = list(reader.read_pickapic(written["pickapic"], drop_ties=False))
+    assert [p.prompt for p in pairs] == PROMPTS[:6]
+    assert [p.preference for p in pairs] == pytest.approx([0.6, 0.8, 0.5, 1.0, 0.6, 0.5])
+    assert pairs[1].winner == (run_b / "images/0001_0.png").read_bytes()  # B won 4 of 5
+
+
 def test_include_incomplete_decides_partial_comparisons(voted: tuple[Database, Path, Path], tmp_path: Path) -> None:
     """With include_incomplete the 7th comparison (2 votes for A) is exported too."""
     db, _, _ = voted

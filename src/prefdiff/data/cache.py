@@ -4,8 +4,9 @@ Layout of a cache directory::
 
     cache_info.json            what made it (model fingerprint, transform, data) and the shards
     shard_00000.safetensors    per pair: VAE posterior mean and std of winner and loser [n,C,h,w]
-    shard_00001.safetensors    (fp16; optional flipped copies), SDXL micro-conditioning, and the
-    ...                        text conditioning of the shard's unique prompts
+    shard_00001.safetensors    (fp16; optional flipped copies), SDXL micro-conditioning, the
+    ...                        preference probability [n] (soft labels), and the text
+                               conditioning of the shard's unique prompts
 
 Shards are written to a temporary name and renamed when complete, so a killed build resumes at
 the first missing shard. Shard ``k`` is built by process ``k mod P`` when several run under
@@ -161,6 +162,7 @@ def _encode_shard(
     for key, values in cond.items():
         tensors[f"cond.{key}"] = torch.cat(values).to(torch.float16).contiguous()
     tensors["prompt_row"] = torch.tensor([prompt_row[p.prompt] for p in kept], dtype=torch.int64)
+    tensors["preference"] = torch.tensor([p.preference for p in kept], dtype=torch.float32)
     tensors["original_size"] = torch.tensor(sizes, dtype=torch.int32)
     tensors["crop_top_left"] = torch.tensor(crops, dtype=torch.int32)
     if settings.flip_copies:
@@ -329,6 +331,7 @@ class CachedPairStream(Dataset):
         check_cache_matches(self.info, backbone, data, self.path)
         self.seed = seed
         self.random_flip = data.random_flip
+        self.soft_labels = data.soft_labels
         counts = [s["num_pairs"] for s in self.info["shards"]]
         total = sum(counts)
         if data.max_pairs is not None:
@@ -371,9 +374,21 @@ class CachedPairStream(Dataset):
             for key in f.keys()
             if key.startswith("cond.")
         }
+        item["preference"] = self._preference(f, shard, row)
         item["original_size"] = f.get_slice("original_size")[row : row + 1][0]
         item["crop_top_left"] = f.get_slice(f"crop_top_left{suffix}")[row : row + 1][0]
         return item
+
+    def _preference(self, f: Any, shard: int, row: int) -> float:
+        """The pair's preference probability with ``data.soft_labels``, else 1.0."""
+        if not self.soft_labels:
+            return 1.0
+        if "preference" not in f.keys():
+            raise DataError(
+                f"{self.path / self.info['shards'][shard]['file']}: this cache predates soft labels (no preference "
+                "per pair); rebuild it to train with data.soft_labels=true"
+            )
+        return float(f.get_slice("preference")[row : row + 1][0])
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own handles
         state = self.__dict__.copy()
@@ -397,7 +412,7 @@ def collate_cached(items: list[dict[str, Any]]) -> PairBatch:
         micro[key] = torch.cat([stacked[:, 0], stacked[:, 1]])
     return PairBatch(
         slots=[item["slot"] for item in items],
-        labels=torch.ones(len(items)),
+        labels=torch.tensor([float(item["preference"]) for item in items]),
         original_size=micro["original_size"],
         crop_top_left=micro["crop_top_left"],
         prompt_cond={key: torch.stack([item["prompt_cond"][key] for item in items]) for key in items[0]["prompt_cond"]},

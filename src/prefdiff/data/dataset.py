@@ -10,6 +10,10 @@ pairs are split over processes or accumulation steps.
 A pair whose image cannot be decoded at training time is replaced, unless ``data.strict``, by
 the next candidate (the next slot's pair in memory, the next pair of the window when streaming);
 the crop and flip stay keyed by the original slot. Substitutions are counted and logged.
+
+Each item's ``preference`` is the pair's preference probability with ``data.soft_labels`` (see
+:class:`~prefdiff.data.schema.PreferencePair`) and 1.0 (a hard label) without; the collate puts
+it in ``PairBatch.labels``.
 """
 
 from __future__ import annotations
@@ -48,8 +52,11 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
 class SlotDataset(Dataset):
     """Map-style dataset indexed by slot (any non-negative int): decode, substitute, transform."""
 
-    def __init__(self, resolution: int, seed: int, center_crop: bool, random_flip: bool, strict: bool) -> None:
+    def __init__(
+        self, resolution: int, seed: int, center_crop: bool, random_flip: bool, strict: bool, soft_labels: bool = False
+    ) -> None:
         self.resolution = resolution
+        self.soft_labels = soft_labels
         self.seed = seed
         self.center_crop = center_crop
         self.random_flip = random_flip
@@ -61,7 +68,7 @@ class SlotDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, slot: int) -> dict[str, Any]:
-        """``{"slot", "prompt", "winner_pixels" [3,R,R], "loser_pixels" [3,R,R],
+        """``{"slot", "prompt", "preference", "winner_pixels" [3,R,R], "loser_pixels" [3,R,R],
         "original_size" ((h, w) winner, (h, w) loser), "crop_top_left" (winner, loser)}``."""
         for attempt in range(MAX_SUBSTITUTES):
             found = self.candidate(slot, attempt)
@@ -83,6 +90,7 @@ class SlotDataset(Dataset):
         return {
             "slot": slot,
             "prompt": pair.prompt,
+            "preference": pair.preference if self.soft_labels else 1.0,
             "winner_pixels": won.pixels,
             "loser_pixels": lost.pixels,
             "original_size": (won.original_size, lost.original_size),
@@ -114,10 +122,11 @@ class PairStream(SlotDataset):
         random_flip: bool = False,
         shuffle: bool = True,
         strict: bool = False,
+        soft_labels: bool = False,
     ) -> None:
         if len(pairs) == 0:
             raise DataError("the dataset has no usable pairs (after dropping ties and bad rows)")
-        super().__init__(resolution, seed, center_crop, random_flip, strict)
+        super().__init__(resolution, seed, center_crop, random_flip, strict, soft_labels)
         self.pairs = pairs
         self.shuffle = shuffle
         self._perms: dict[int, torch.Tensor] = {}
@@ -143,7 +152,9 @@ class StreamingPairStream(SlotDataset):
     same window."""
 
     def __init__(self, source: DataSource, config: DataConfig, seed: int, shuffle: bool = True) -> None:
-        super().__init__(config.resolution, seed, config.center_crop, config.random_flip, config.strict)
+        super().__init__(
+            config.resolution, seed, config.center_crop, config.random_flip, config.strict, config.soft_labels
+        )
         self.report = ReadReport()
         chunks, columns = build_index(source, config, self.report)
         log.info(
@@ -168,7 +179,7 @@ def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
     """Stack ``P`` decoded pairs into a :class:`PairBatch` (prompts and pixels)."""
     return PairBatch(
         slots=[item["slot"] for item in items],
-        labels=torch.ones(len(items)),
+        labels=torch.tensor([float(item["preference"]) for item in items]),
         original_size=torch.tensor(
             [item["original_size"][0] for item in items] + [item["original_size"][1] for item in items]
         ),
@@ -243,6 +254,7 @@ def build_pair_stream(config: DataConfig, seed: int) -> SlotDataset:
         config.center_crop,
         config.random_flip,
         strict=config.strict,
+        soft_labels=config.soft_labels,
     )
 
 

@@ -101,7 +101,8 @@ class MappedSpec:
         provenance = {
             k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))
         }
-        return PreferencePair(row[c.prompt], winner, loser, self.source, row_id, labels, provenance)
+        preference = 0.5 if labels[0] == 0.5 else 1.0  # a kept tie is an even preference
+        return PreferencePair(row[c.prompt], winner, loser, self.source, row_id, labels, provenance, preference)
 
 
 def _column_map(config: DataConfig) -> ColumnMap:

@@ -2,7 +2,10 @@
 
 ``label_0 == 1`` means image 0 won, ``0`` that image 1 won, ``0.5`` a tie. Rows with
 ``has_label = false`` or ``are_different = false`` are dropped, and so are ties unless
-``data.drop_ties=false`` (a kept tie puts image 0 first). The winner comes first.
+``data.drop_ties=false`` (a kept tie puts image 0 first). The winner comes first. prefdiff's
+optional ``preference_0`` column (the probability that image 0 is preferred: the label app's vote
+fraction, ``label-ai --temperature``'s Bradley-Terry probability) becomes the pair's
+``preference``, the soft label that ``data.soft_labels=true`` trains on.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from prefdiff.data.columnar import columnar_files
 from prefdiff.data.formats import DATA_FORMATS, DataFormat, DataSource
 from prefdiff.data.report import ReadReport, Reject
-from prefdiff.data.rows import iter_columnar, label_reject, prompt_reject
+from prefdiff.data.rows import iter_columnar, label_reject, prompt_reject, winner_preference
 from prefdiff.data.schema import PreferencePair, image_source
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
 FILTER_COLUMNS = ("label_1", "has_label", "are_different")
+SOFT_LABEL_COLUMN = "preference_0"
 # v2 columns kept in provenance; per-image ones are renamed winner_*/loser_*
 PER_IMAGE = {"model": ("model_0", "model_1"), "uid": ("image_0_uid", "image_1_uid")}
 PER_ROW = ("best_image_uid", "user_id", "ranking_id", "created_at", "num_example_per_prompt")
@@ -45,6 +49,7 @@ class PickapicSpec:
 
     def read_columns(self, available: Collection[str]) -> list[str]:
         optional = [*FILTER_COLUMNS, *(c for pair in PER_IMAGE.values() for c in pair), *PER_ROW]
+        optional.append(SOFT_LABEL_COLUMN)
         return [*REQUIRED_COLUMNS, *(c for c in optional if c in available)]
 
     def screen(self, row: dict[str, Any]) -> Reject | None:
@@ -68,6 +73,9 @@ class PickapicSpec:
         images = (first, second)
         label_0 = float(row["label_0"])
         order = (0, 1) if label_0 >= 0.5 else (1, 0)
+        preference = winner_preference(label_0, row.get(SOFT_LABEL_COLUMN), winner_is_0=order[0] == 0)
+        if isinstance(preference, Reject):
+            return preference
         provenance: dict[str, Any] = {}
         for name, columns in PER_IMAGE.items():
             if columns[0] in row:
@@ -85,6 +93,7 @@ class PickapicSpec:
             row_id=row_id,
             raw_labels=(label_0, 1.0 - label_0),
             provenance=provenance,
+            preference=preference,
         )
 
 

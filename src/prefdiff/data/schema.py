@@ -21,6 +21,9 @@ class PreferencePair:
     ``source`` names the reader and file, ``row_id`` the row (``file:row``, or ``file:line`` for
     JSONL), ``raw_labels`` the labels as stored (Pick-a-Pic's ``(label_0, label_1)``), and
     ``provenance`` anything else the reader knows (model names, image uids, user id, ranking id).
+    ``preference`` is the probability that the winner is preferred, in [0.5, 1]: 1.0 for a hard
+    label, 0.5 for a kept tie, a vote fraction or a reward model's probability where the data
+    carry one (Pick-a-Pic-format ``preference_0``); training reads it with ``data.soft_labels``.
     """
 
     prompt: str
@@ -30,6 +33,7 @@ class PreferencePair:
     row_id: str = ""
     raw_labels: tuple[float, float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    preference: float = 1.0
 
 
 def _open(source: ImageSource) -> Image.Image:

@@ -1,7 +1,8 @@
 """AI feedback (the paper's second experiment): two images per prompt from a model, scored by a
 reward model (or a weighted mix), written as a Pick-a-Pic-format parquet that the data readers
 take as it is. Near-equal scores become ties (``label_0 = 0.5``), dropped at training time by
-default like Pick-a-Pic's.
+default like Pick-a-Pic's. With a Bradley-Terry temperature ``T`` each row also carries the soft
+label ``preference_0 = sigmoid((score_0 - score_1) / T)`` that ``data.soft_labels=true`` trains on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefdiff.errors import ConfigError
 from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
 from prefdiff.manifests import ImagePairs, read_manifest
 from prefdiff.pickapic_parquet import PickapicRow, write_pickapic_parquet
+from prefdiff.stats import bradley_terry_preference
 
 
 def label_with_ai(
@@ -26,17 +28,20 @@ def label_with_ai(
     tie_threshold: float = 0.0,
     base_seed: int = 0,
     batch_size: int = 4,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Generate 2 images per prompt into ``out/images``, score them, write ``out/pairs.parquet``.
 
     ``label_0`` is 1 when image 0 scores higher by more than ``tie_threshold``, 0 when image 1
-    does, 0.5 otherwise. Returns counts."""
+    does, 0.5 otherwise; with ``temperature`` the rows carry ``preference_0`` too. Returns counts."""
     from PIL import Image
 
     from prefdiff.evaluate.scorers import load_mixed
 
     if tie_threshold < 0:
         raise ConfigError(f"--tie-threshold must be >= 0 (got {tie_threshold})")
+    if temperature is not None and not temperature > 0:
+        raise ConfigError(f"--temperature must be > 0 (got {temperature})")
     images_dir = out / "images"
     generate_prompt_set(
         model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size
@@ -49,12 +54,16 @@ def label_with_ai(
         score_0, score_1 = scorer.score(images, [first.prompt] * 2)
         labels.append(1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5)
         scores.append((float(score_0), float(score_1)))
-    write_pair_parquet(out / "pairs.parquet", images_dir, pairs, labels, scores, str(model))
+    preferences = None
+    if temperature is not None:
+        preferences = [bradley_terry_preference(s0, s1, temperature) for s0, s1 in scores]
+    write_pair_parquet(out / "pairs.parquet", images_dir, pairs, labels, scores, str(model), preferences)
     counts = {
         "pairs": len(pairs),
         "ties": sum(1 for v in labels if v == 0.5),
         "scorer": scorer_spec,
         "tie_threshold": tie_threshold,
+        "temperature": temperature,
     }
     (out / "label_ai.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts
@@ -80,9 +89,11 @@ def write_pair_parquet(
     labels: list[float],
     scores: list[tuple[float, float]] | None = None,
     model: str = "",
+    preferences: list[float] | None = None,
 ) -> Path:
     """Write Pick-a-Pic-format rows for ``pairs`` of manifest images (in ``images_dir``,
-    embedded as PNG bytes) with ``label_0`` from ``labels`` (1, 0 or 0.5), in one row group."""
+    embedded as PNG bytes) with ``label_0`` from ``labels`` (1, 0 or 0.5), in one row group;
+    ``preferences`` (P(image 0 preferred) per pair) adds the ``preference_0`` column."""
     rows = []
     for index, ((first, second), label_0) in enumerate(zip(pairs, labels, strict=True)):
         score_0, score_1 = scores[index] if scores is not None else (None, None)
@@ -92,6 +103,8 @@ def write_pair_parquet(
             jpg_1=(images_dir / second.file).read_bytes(), label_0=float(label_0),
             ranking_id=first.prompt_index, image_0_uid=uid_0, image_1_uid=uid_1,
             model_0=model, model_1=model, extra={"score_0": score_0, "score_1": score_1},
+            preference_0=preferences[index] if preferences is not None else None,
         ))  # fmt: skip
-    write_pickapic_parquet(path, rows, AI_FEEDBACK_COLUMNS)
+    columns = (*AI_FEEDBACK_COLUMNS, "preference_0") if preferences is not None else AI_FEEDBACK_COLUMNS
+    write_pickapic_parquet(path, rows, columns)
     return path

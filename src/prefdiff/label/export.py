@@ -30,6 +30,7 @@ from prefdiff.pickapic_parquet import (
     image_uid,
     write_pickapic_parquet,
 )
+from prefdiff.stats import vote_fraction
 
 VOTE_COLUMNS = [
     "vote_id", "study", "question", "comparison_id", "comparison_position", "prompt",
@@ -149,8 +150,11 @@ EXPORT_COLUMNS = (
     "study",
     "question",
     "category",
+    "preference_0",
 )
-"""The columns of a study's Pick-a-Pic export: Pick-a-Pic v2's, the vote counts and the study."""
+"""The columns of a study's Pick-a-Pic export: Pick-a-Pic v2's, the vote counts, the study, and
+``preference_0``, the vote fraction for image 0 (a tie vote counts half), which
+``data.soft_labels=true`` trains on."""
 
 
 def write_pickapic(
@@ -190,7 +194,7 @@ def _pickapic_row(
     return PickapicRow(
         caption=c.prompt, jpg_0=jpg_0, jpg_1=jpg_1, label_0={0: 1.0, 1: 0.0, 2: 0.5}[decision.decision],
         ranking_id=c.id, image_0_uid=uid_0, image_1_uid=uid_1, model_0=c.model_0, model_1=c.model_1,
-        are_different=uid_0 != uid_1,
+        are_different=uid_0 != uid_1, preference_0=vote_fraction(*decision.counts[:3]),
         extra={
             "user_id": 0, "created_at": decision.last_vote_at, "num_example_per_prompt": per_prompt[c.prompt],
             "image_0_url": c.path_0, "image_1_url": c.path_1, "votes_0": decision.counts[0],

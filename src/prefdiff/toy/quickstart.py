@@ -71,7 +71,7 @@ def recipe_for(family: str) -> dict[str, Any]:
 
 TRAINED_OBJECTIVES = ("dpo", "sft")  # Diffusion-DPO and its SFT-on-winners baseline
 NUM_STAGES = 7
-STAGE_FORMAT = 1  # bump when a stage's output changes meaning, so older outputs are redone
+STAGE_FORMAT = 2  # bump when a stage's output changes meaning, so older outputs are redone (2: soft labels)
 OWNED_KEYS = {
     "objective.name": "it trains both dpo and sft",
     "model.path": "use toy.base=DIR for another base",

@@ -1,5 +1,7 @@
 """The quickstart's labelling stage: score on-policy pairs with the oracle, calibrate the raters
-on the training pairs, let five raters vote on every pair, and write Pick-a-Pic parquets."""
+on the training pairs, let five raters vote on every pair, and write Pick-a-Pic parquets: the
+majority as ``label_0``, the raters' vote fraction for image 0 as ``preference_0`` (the soft label
+of ``data.soft_labels=true``; a tie vote counts half)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from prefdiff.evaluate.ai_feedback import manifest_pairs, write_pair_parquet
 from prefdiff.evaluate.scorers.base import ScorerError
 from prefdiff.manifests import ManifestImage
+from prefdiff.stats import vote_fraction
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.raters import (
     agreement_with_oracle,
@@ -65,6 +68,7 @@ def label_pairs(pairs_dir: Path, out: Path, scorer: Any, toy: ToyConfig) -> dict
             labels,
             list(zip(score_0.tolist(), score_1.tolist(), strict=True)),
             "toy base",
+            [vote_fraction(v.votes_a, v.votes_b, v.ties) for v in verdicts],
         )
         decided = diffs != 0
         single = sum(
