@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rss import RssSampler  # benchmarks/rss.py (the script's folder is on sys.path)
+from prefdiff.rss import RssSampler
 
 
 def generate(out: Path, num_pairs: int, shards: int, image: int, row_group: int) -> Path:

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 import torch
-from rss import RssSampler  # benchmarks/rss.py (the script's folder is on sys.path)
+
+from prefdiff.rss import RssSampler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

@@ -3,6 +3,7 @@ reuse, and a custom oracle that redoes the votes but reuses the pairs."""
 
 import json
 import math
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -109,6 +110,70 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert "pairs: reusing" in changed and "samples/base: reusing" in changed
     assert "votes: reusing" not in changed and "dpo: reusing" not in changed
     assert json.loads((out / "summary.json").read_text())["oracle"] == f"python:{oracle_file}:prefers_red"
+
+
+OBJECTIVE_FIELDS = {
+    "entry",
+    "win_rate_vs_base",
+    "win_rate_vs_base_ci",
+    "oracle_win_rate_vs_base",
+    "win_rate_vs_dpo",
+    "win_rate_vs_dpo_ci",
+    "oracle_win_rate_vs_dpo",
+    "faithfulness",
+    "implicit_accuracy_heldout",
+    "train_seconds",
+    "peak_memory_mb",
+    "beta",
+}
+
+
+def test_quickstart_ranks_every_objective_of_toy_objectives_over_shared_stages(tmp_path):
+    """toy.objectives adds runs beside dpo and sft: each gets a leaderboard row; a second list
+    on the same --out reuses pairs, votes, cache, base samples and the runs it shares."""
+    out = tmp_path / "qs"
+    run(out, "toy.objectives=[dpo,sft,ipo]")
+    summary = json.loads((out / "summary.json").read_text())
+    assert FIELDS <= summary.keys() and set(summary["objectives"]) == {"dpo", "sft", "ipo"}
+    for name, row in summary["objectives"].items():
+        assert OBJECTIVE_FIELDS <= row.keys(), name
+        low, high = row["win_rate_vs_base_ci"]
+        assert low <= row["win_rate_vs_base"] <= high and row["train_seconds"] > 0
+    dpo, sft = summary["objectives"]["dpo"], summary["objectives"]["sft"]
+    assert dpo["win_rate_vs_base"] == summary["win_rate_vs_base"] and dpo["win_rate_vs_dpo"] is None
+    assert sft["win_rate_vs_base"] == summary["sft_win_rate_vs_base"]
+    assert sft["win_rate_vs_dpo"] == pytest.approx(1.0 - summary["dpo_win_rate_vs_sft"])
+    assert dpo["beta"] == summary["recipe"]["objective"]["beta"] and sft["beta"] is None
+    assert dpo["implicit_accuracy_heldout"] == summary["implicit_accuracy_heldout"]
+    assert (out / "ipo" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert (out / "samples" / "ipo" / "manifest.jsonl").is_file()
+
+    again = run(out, "toy.objectives=[dpo,sft,ipo,dpo@beta=auto]")
+    for stage in ("pairs", "votes", "cache", "dpo", "sft", "ipo", "samples/base", "samples/ipo"):
+        assert f"{stage}: reusing" in again, stage
+    summary = json.loads((out / "summary.json").read_text())
+    auto = summary["objectives"]["dpo__beta-auto"]
+    assert auto["entry"] == "dpo@beta=auto"
+    assert auto["beta"] == json.loads((out / "dpo__beta-auto" / "auto_beta.json").read_text())["beta"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ("[dpo,sft,nope]", r"entry 'nope' names no objective"),
+        ("[dpo,ipo]", r"must hold plain dpo and sft"),
+        ("[dpo,sft,mapo@beta=3]", r"entry 'mapo@beta=3': objective 'mapo' has no key beta"),
+        ("[dpo,sft,dpo@label_smoothing=0.7]", r"entry 'dpo@label_smoothing=0.7'.*label_smoothing"),
+        ("[dpo,sft,hinge@data.soft_labels=true]", r"entry 'hinge@data.soft_labels=true'.*takes hard labels only"),
+        ("[dpo,sft,dpo@beta]", r"'beta' is not key=value"),
+        ("[dpo,sft,dpo]", r"entries repeat \(dpo\)"),
+    ],
+)
+def test_bad_objective_entries_are_refused_before_any_work(tmp_path, entries, message):
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), f"toy.objectives={entries}"])
+    said = result.output + str(result.exception)
+    assert result.exit_code != 0 and re.search(message, said), said
+    assert not (tmp_path / "qs").exists()
 
 
 def test_flow_quickstart_writes_every_artefact(tmp_path):

@@ -39,3 +39,9 @@ class ToyConfig:
     guidance_scale: float = _f(3.0, "Classifier-free guidance scale for every generated image.")
     generate_batch: int = _f(64, "Images per generation call.")
     seed: int = _f(0, "Seed of the pairs, the votes and the evaluation images.")
+    objectives: list[str] = _f(
+        ["dpo", "sft"],
+        "The objectives to train and rank, each NAME or NAME@key=value@...: a plain key is objective.<key>, a dotted "
+        "key any config key (dpo@label_smoothing=0.1, dpo@beta=auto, dpo@data.soft_labels=true). Must hold dpo and "
+        "sft; all share the pairs, votes, cache and base samples.",
+    )

@@ -1,10 +1,12 @@
 """The quickstart's last stage: paired held-out comparisons decided by the raters and by the
-oracle, faithfulness of each model, the DPO model's implicit accuracy on held-out pairs, and
-the side-by-side compare report for DPO vs base."""
+oracle, faithfulness of each model, the DPO model's implicit accuracy on held-out pairs, the
+side-by-side compare report for DPO vs base, and the leaderboard of every trained objective
+(``summary["objectives"]``)."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -64,16 +66,16 @@ def evaluate_quickstart(
     vote_stats: dict[str, Any],
     toy: ToyConfig,
     config: Config,
+    run_configs: dict[str, Config] | None = None,
 ) -> dict[str, Any]:
-    """Every field of summary.json except stage_seconds."""
+    """Every field of summary.json except stage_seconds; ``objectives`` holds one leaderboard
+    row per run of ``runs`` (``run_configs`` their training configs)."""
     from prefdiff.evaluate.implicit import implicit_accuracy
     from prefdiff.models import load_backbone
 
     manifests = {name: read_manifest(run) for name, run in samples.items()}
     keys = sorted(manifests["base"])
-    models = {
-        name: _model_scores(samples[name], keys, manifests[name], scorer, name) for name in ("base", "dpo", "sft")
-    }
+    models = {name: _model_scores(samples[name], keys, manifests[name], scorer, name) for name in samples}
     temperature = float(vote_stats["temperature"])
     seed = toy.seed * 1000 + 100
     dpo_base = _head_to_head(models["dpo"]["scores"], models["base"]["scores"], temperature, toy, seed + 1)
@@ -91,15 +93,27 @@ def evaluate_quickstart(
 
     heldout_data = copy.deepcopy(config.data)
     heldout_data.max_pairs = None  # a cap on training pairs must not shrink the held-out set
-    weights = tuned_weights(runs["dpo"])
-    implicit = implicit_accuracy(
-        load_backbone(base),
-        heldout_cache,
-        heldout_data,
-        lora=weights.get("lora"),
-        denoiser=weights.get("denoiser"),
-        beta=config.objective.beta,
-    )
+    backbone = load_backbone(base)
+    beta = config.objective.beta if isinstance(config.objective.beta, int | float) else 1.0  # the sign is beta-free
+    implicit_of = {}
+    for name, run in runs.items():
+        weights = tuned_weights(run)
+        implicit_of[name] = implicit_accuracy(
+            backbone,
+            heldout_cache,
+            heldout_data,
+            lora=weights.get("lora"),
+            denoiser=weights.get("denoiser"),
+            beta=beta,
+        )
+    implicit = implicit_of["dpo"]
+    head_to_head = {"dpo_vs_base": dpo_base, "sft_vs_base": sft_base, "dpo_vs_sft": dpo_sft}
+    objectives = {
+        name: _leaderboard_row(name, run, models, head_to_head, implicit_of[name], temperature, toy, seed)
+        for name, run in runs.items()
+    }
+    for name, row in objectives.items():
+        row["beta"] = _beta_used(runs[name], (run_configs or {}).get(name))
     train_votes = vote_stats["train"]
     return {
         "win_rate_vs_base": dpo_base["raters"]["win_rate"],
@@ -124,10 +138,77 @@ def evaluate_quickstart(
         "oracle": spec,
         "rater_temperature": temperature,
         "votes": vote_stats,
-        "head_to_head": {"dpo_vs_base": dpo_base, "sft_vs_base": sft_base, "dpo_vs_sft": dpo_sft},
+        "head_to_head": head_to_head,
         "models": {name: {k: v for k, v in m.items() if k != "scores"} for name, m in models.items()},
         "compare_report": str(compare_dir / "report.html"),
+        "objectives": objectives,
     }
+
+
+def _entry_seed(seed: int, name: str) -> int:
+    """A vote seed of the entry's own (its name's digest): adding an entry changes no other's votes."""
+    return seed + 10 + int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+
+
+def _leaderboard_row(
+    name: str,
+    run: Path,
+    models: dict[str, dict[str, Any]],
+    head_to_head: dict[str, dict[str, Any]],
+    implicit: dict[str, float],
+    temperature: float,
+    toy: ToyConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """One objective's leaderboard figures: against the base and against DPO, by the raters'
+    majority (fresh votes) and the oracle; faithfulness; held-out implicit accuracy (DPO's
+    implicit reward of the tuned model against the base); training seconds and peak memory."""
+    scores = models[name]["scores"]
+    fixed = {"dpo": head_to_head["dpo_vs_base"], "sft": head_to_head["sft_vs_base"]}
+    vs_base = fixed.get(name) or _head_to_head(
+        scores, models["base"]["scores"], temperature, toy, _entry_seed(seed, name)
+    )
+    vs_dpo = None
+    if name == "sft":
+        vs_dpo = _head_to_head(models["dpo"]["scores"], scores, temperature, toy, seed + 3)  # the DPO-vs-SFT votes
+        vs_dpo = {judge: _flipped(result) for judge, result in vs_dpo.items()}
+    elif name != "dpo":
+        vs_dpo = _head_to_head(scores, models["dpo"]["scores"], temperature, toy, _entry_seed(seed, name) + 1)
+    record_file = run / "quickstart_train.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    return {
+        "win_rate_vs_base": vs_base["raters"]["win_rate"],
+        "win_rate_vs_base_ci": vs_base["raters"]["win_rate_ci"],
+        "oracle_win_rate_vs_base": vs_base["oracle"]["win_rate"],
+        "win_rate_vs_dpo": vs_dpo["raters"]["win_rate"] if vs_dpo else None,
+        "win_rate_vs_dpo_ci": vs_dpo["raters"]["win_rate_ci"] if vs_dpo else None,
+        "oracle_win_rate_vs_dpo": vs_dpo["oracle"]["win_rate"] if vs_dpo else None,
+        "faithfulness": models[name]["faithfulness"],
+        "oracle_score": float(scores.mean()),
+        "implicit_accuracy_heldout": implicit["implicit_accuracy"],
+        "train_seconds": record.get("train_seconds"),
+        "peak_memory_mb": record.get("peak_memory_mb"),
+        "head_to_head": {"vs_base": vs_base, "vs_dpo": vs_dpo},
+    }
+
+
+def _flipped(result: dict[str, Any]) -> dict[str, Any]:
+    """A win rate seen from the other side: B's wins over A, its interval mirrored."""
+    low, high = result["win_rate_ci"]
+    flipped = {**result, "win_rate": 1.0 - result["win_rate"], "win_rate_ci": [1.0 - high, 1.0 - low]}
+    if "wins" in result and "losses" in result:
+        flipped["wins"], flipped["losses"] = result["losses"], result["wins"]
+    return flipped
+
+
+def _beta_used(run: Path, config: Config | None) -> float | None:
+    """The beta the run trained with: ``auto_beta.json``'s when beta=auto, else its config's
+    (None for an objective without one)."""
+    auto = run / "auto_beta.json"
+    if auto.is_file():
+        return float(json.loads(auto.read_text())["beta"])
+    beta = getattr(config.objective.options, "beta", None) if config is not None else None
+    return float(beta) if isinstance(beta, int | float) else None
 
 
 def tuned_weights(run_dir: Path | None) -> dict[str, Path]:

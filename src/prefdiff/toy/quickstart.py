@@ -33,6 +33,7 @@ from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import SamplerSettings
 from prefdiff.toy.config import ToyConfig
+from prefdiff.toy.entries import Entry, entry_config, parse_entries
 from prefdiff.toy.world import HELD_OUT, caption_for, training_combos
 
 ASSETS = Path(__file__).parent / "assets"
@@ -69,11 +70,10 @@ def recipe_for(family: str) -> dict[str, Any]:
     return recipe
 
 
-TRAINED_OBJECTIVES = ("dpo", "sft")  # Diffusion-DPO and its SFT-on-winners baseline
-NUM_STAGES = 7
+TRAIN_RECORD = "quickstart_train.json"  # in each run directory: its training seconds and peak memory
 STAGE_FORMAT = 2  # bump when a stage's output changes meaning, so older outputs are redone (2: soft labels)
 OWNED_KEYS = {
-    "objective.name": "it trains both dpo and sft",
+    "objective.name": "it trains every objective of toy.objectives",
     "model.path": "use toy.base=DIR for another base",
     "data.path": "the data are the votes it collects",
     "output_dir": "use --out",
@@ -123,6 +123,8 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
         if not ok:
             raise ConfigError(f"config key 'toy.{name}': {rule} (got {getattr(toy, name)})")
     validate(config)
+    for entry in parse_entries(toy.objectives):  # every entry's settings, before any work
+        entry_config(config, entry)
     return toy, config
 
 
@@ -176,12 +178,11 @@ def _write_prompts(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def _training_config(config: Config, objective: str, base: Path, cache: Path, run_dir: Path) -> Config:
-    run = copy.deepcopy(config)
+def _training_config(config: Config, entry: Entry, base: Path, cache: Path, run_dir: Path) -> Config:
+    run = entry_config(config, entry)
     merge_into(
         run,
         {
-            "objective": {"name": objective},
             "model": {"path": str(base)},
             "data": {"path": str(cache)},
             "output_dir": str(run_dir),
@@ -202,19 +203,20 @@ def _training_key(run: Config) -> dict[str, Any]:
 
 
 class StageRunner:
-    """Runs or reuses numbered stages, timing each into ``seconds``."""
+    """Runs or reuses ``total`` numbered stages, timing each into ``seconds``."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int) -> None:
+        self.total = total
         self.seconds: dict[str, float] = {}
         self.reused: list[str] = []
 
     def __call__(self, number: int, stage: Stage, label: str, what: str, work: Callable[[], object]) -> Stage:
         start = time.perf_counter()
         if stage.done:
-            typer.echo(f"[{number}/{NUM_STAGES}] {stage.name}: reusing {stage.dir}")
+            typer.echo(f"[{number}/{self.total}] {stage.name}: reusing {stage.dir}")
             self.reused.append(stage.name)
         else:
-            typer.echo(f"[{number}/{NUM_STAGES}] {what} -> {stage.dir}")
+            typer.echo(f"[{number}/{self.total}] {what} -> {stage.dir}")
             stage.begin()
             work()
             stage.finish()
@@ -223,11 +225,19 @@ class StageRunner:
 
 
 def _train_or_resume(run: Config, stage_dir: Path) -> None:
-    """Train ``run``, resuming from its latest checkpoint when an interrupted attempt left one."""
+    """Train ``run``, resuming from its latest checkpoint when an interrupted attempt left one;
+    writes its seconds and peak memory growth to ``TRAIN_RECORD`` (so a reused stage has them)."""
+    from prefdiff.rss import RssSampler
     from prefdiff.train.checkpoint import list_checkpoints
     from prefdiff.train.loop import train
 
-    train(run, resume="latest" if list_checkpoints(stage_dir) else None)
+    start, sampler = time.perf_counter(), RssSampler(interval=0.01)
+    try:
+        train(run, resume="latest" if list_checkpoints(stage_dir) else None)
+    finally:
+        growth = sampler.stop()
+    record = {"train_seconds": round(time.perf_counter() - start, 2), "peak_memory_mb": round(growth / 2**20, 1)}
+    (stage_dir / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
@@ -254,7 +264,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"config key 'toy.oracle': {err}") from None
     out.mkdir(parents=True, exist_ok=True)
     sampler = SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale)
-    run_stage = StageRunner()
+    entries = parse_entries(toy.objectives)
+    run_stage = StageRunner(total=5 + len(entries))
 
     # ---- 1. on-policy pairs: two images per prompt from the base model
     combos = training_combos()
@@ -317,34 +328,32 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
 
     run_stage(3, cache, "cache", "encoding every pair once (VAE latents, text conditioning)", make_cache)
 
-    # ---- 4, 5. Diffusion-DPO and the SFT-on-winners baseline
+    # ---- 4 .. 3+E. every objective of toy.objectives (Diffusion-DPO and SFT on winners by default)
     trained: dict[str, Stage] = {}
-    for number, objective in enumerate(TRAINED_OBJECTIVES, start=4):
-        run = _training_config(config, objective, base, cache.dir / "train", out / objective)
-        stage = Stage(out, objective, {"cache": cache.digest, "config": _training_key(run)})
+    run_configs: dict[str, Config] = {}
+    for number, entry in enumerate(entries, start=4):
+        run = run_configs[entry.dir_name] = _training_config(
+            config, entry, base, cache.dir / "train", out / entry.dir_name
+        )
+        stage = Stage(out, entry.dir_name, {"cache": cache.digest, "config": _training_key(run)})
         what = (
-            f"{objective_help(OBJECTIVES.get(objective))}, {run.train.max_steps} steps of {run.train.batch_size} pairs"
+            f"{entry.text}: {objective_help(OBJECTIVES.get(entry.objective))}, {run.train.max_steps} steps of "
+            f"{run.train.batch_size} pairs"
         )
-        run_stage(
-            number,
-            stage,
-            objective,
-            what,
-            functools.partial(_train_or_resume, run, stage.dir),
-        )
-        trained[objective] = stage
+        run_stage(number, stage, entry.dir_name, what, functools.partial(_train_or_resume, run, stage.dir))
+        trained[entry.dir_name] = stage
     runs = {name: stage.dir for name, stage in trained.items()}
 
-    # ---- 6. paired generation on the held-out captions
+    # ---- 4+E. paired generation on the held-out captions
     eval_prompts = _write_prompts(out / "eval_prompts.txt", [caption_for(*combo) for combo in HELD_OUT])
     samples: dict[str, Path] = {}
-    for name in ("base", *TRAINED_OBJECTIVES):
+    for name in ("base", *runs):
         upstream = trained[name].digest if name in trained else ""
         stage = Stage(out / "samples", name, {**base_key, "model": upstream, "n": toy.eval_images_per_caption})
         what = f"{name}: {toy.eval_images_per_caption} paired seeds on each of {len(HELD_OUT)} held-out captions"
         weights = tuned_weights(runs.get(name))
         run_stage(
-            6,
+            4 + len(entries),
             stage,
             "generate",
             what,
@@ -365,10 +374,15 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
 
     # ---- 7. win rates, faithfulness, implicit accuracy, the report
     start = time.perf_counter()
-    typer.echo(f"[7/{NUM_STAGES}] scoring: raters' majority and the oracle, faithfulness, implicit accuracy")
-    summary = evaluate_quickstart(
-        out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config
+    typer.echo(
+        f"[{run_stage.total}/{run_stage.total}] scoring: raters' majority and the oracle, faithfulness, "
+        "implicit accuracy"
     )
+    summary = evaluate_quickstart(
+        out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config, run_configs
+    )
+    for entry in entries:
+        summary["objectives"][entry.dir_name] = {"entry": entry.text, **summary["objectives"][entry.dir_name]}
     run_stage.seconds["evaluate"] = time.perf_counter() - start
     summary["family"] = toy.family
     summary["recipe"] = {
