@@ -49,6 +49,7 @@ def test_compare_writes_summary_and_report(runs):
     page = (out / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) == 12 and all((out / src).resolve().is_file() for src in sources)
+    assert '<img class=plot src="win_rate.png"' in page and (out / "win_rate.png").is_file()  # bars with intervals
 
 
 def test_unpaired_runs_are_refused(runs):

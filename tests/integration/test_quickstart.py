@@ -132,8 +132,12 @@ def test_quickstart_ranks_every_objective_of_toy_objectives_over_shared_stages(t
     """toy.objectives adds runs beside dpo and sft: each gets a leaderboard row; a second list
     on the same --out reuses pairs, votes, cache, base samples and the runs it shares."""
     out = tmp_path / "qs"
-    run(out, "toy.objectives=[dpo,sft,ipo]")
+    run(out, "toy.objectives=[dpo,sft,ipo]", "train.log_every=1")
     summary = json.loads((out / "summary.json").read_text())
+    report = (out / "report.html").read_text()
+    for plot in ("win_rates", "leaderboard", "loss", "implicit_acc", "reward_margin"):  # one line per objective
+        assert f'src="plots/{plot}.png"' in report and (out / "plots" / f"{plot}.png").is_file(), plot
+    assert "<code>ipo</code>" in report
     assert FIELDS <= summary.keys() and set(summary["objectives"]) == {"dpo", "sft", "ipo"}
     for name, row in summary["objectives"].items():
         assert OBJECTIVE_FIELDS <= row.keys(), name
@@ -148,7 +152,7 @@ def test_quickstart_ranks_every_objective_of_toy_objectives_over_shared_stages(t
     assert (out / "ipo" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert (out / "samples" / "ipo" / "manifest.jsonl").is_file()
 
-    again = run(out, "toy.objectives=[dpo,sft,ipo,dpo@beta=auto]")
+    again = run(out, "toy.objectives=[dpo,sft,ipo,dpo@beta=auto]", "train.log_every=1")
     for stage in ("pairs", "votes", "cache", "dpo", "sft", "ipo", "samples/base", "samples/ipo"):
         assert f"{stage}: reusing" in again, stage
     summary = json.loads((out / "summary.json").read_text())

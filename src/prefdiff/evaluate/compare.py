@@ -48,49 +48,18 @@ def _training_curve(image: ManifestImage) -> list[dict[str, Any]]:
     return []
 
 
-def svg_bars(rows: list[tuple[str, float, float, float]]) -> str:
-    """Horizontal bars of win rates with their intervals, and the 50% line."""
-    width, bar, gap, left = 520, 18, 10, 150
-    height = len(rows) * (bar + gap) + 30
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="12">']
-    scale = width - left - 20
-    parts.append(
-        f'<line x1="{left + scale / 2}" y1="0" x2="{left + scale / 2}" y2="{height - 20}" '
-        'stroke="#999" stroke-dasharray="4"/>'
-    )
-    for i, (label, rate, low, high) in enumerate(rows):
-        y = i * (bar + gap) + 5
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{rate * scale:.1f}" height="{bar}" fill="#4c78a8"/>')
-        parts.append(
-            f'<line x1="{left + low * scale:.1f}" y1="{y + bar / 2}" x2="{left + high * scale:.1f}" '
-            f'y2="{y + bar / 2}" stroke="#222" stroke-width="2"/>'
-        )
-        parts.append(f'<text x="{left + rate * scale + 4:.1f}" y="{y + 13}">{rate:.0%}</text>')
-    parts.append(
-        f'<text x="{left}" y="{height - 5}">0%</text><text x="{left + scale - 20}" y="{height - 5}">100%</text></svg>'
-    )
+def report_plots(out: Path, bars: list[tuple[str, float, float, float]], runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The report's figures as PNGs in ``out`` and their HTML: the win-rate bars with intervals,
+    and, when training metrics are found, one plot per metric with the runs on shared axes."""
+    from prefdiff.evaluate.plots import curve_plot, win_rate_plot
+
+    win_rate_plot(out / "win_rate.png", bars)
+    parts = ['<h2>Win rate of A over B</h2><img class=plot src="win_rate.png" alt="win rate with its interval">']
+    curves = [key for key in ("loss", "implicit_acc", "reward_margin") if curve_plot(out / f"{key}.png", runs, key)]
+    if curves:
+        parts.append("<h2>Training</h2>")
+        parts += [f'<img class=plot src="{key}.png" alt="{key}">' for key in curves]
     return "".join(parts)
-
-
-def svg_curve(rows: list[dict[str, Any]], key: str) -> str:
-    values = [(r["step"], r[key]) for r in rows if key in r]
-    if len(values) < 2:
-        return ""
-    width, height, pad = 520, 160, 30
-    xs, ys = [v[0] for v in values], [v[1] for v in values]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    span_y = (y1 - y0) or 1.0
-    span_x = (x1 - x0) or 1
-    points = " ".join(
-        f"{pad + (x - x0) / span_x * (width - 2 * pad):.1f},{height - pad - (y - y0) / span_y * (height - 2 * pad):.1f}"
-        for x, y in values
-    )
-    return (
-        f'<figure><svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">'
-        f'<polyline points="{points}" fill="none" stroke="#e45756" stroke-width="1.5"/>'
-        f'<text x="{pad}" y="14">{html.escape(key)}: {ys[0]:.4g} → {ys[-1]:.4g} (steps {x0}–{x1})</text></svg></figure>'
-    )
 
 
 def write_report(
@@ -119,16 +88,12 @@ def write_report(
             f'<td{mark_a}><img src="{src_a}"><br>{comparison.score_a:.3f}</td>'
             f'<td{mark_b}><img src="{src_b}"><br>{comparison.score_b:.3f}</td></tr>'
         )
-    curves = ""
-    for name, record in (("A", pairs[0][0]), ("B", pairs[0][1])):
-        metrics = _training_curve(record)
-        if metrics:
-            curves += f"<h3>Training run behind {name}</h3>" + "".join(
-                svg_curve(metrics, k) for k in ("loss", "implicit_acc", "reward_margin")
-            )
+    trained = {name: _training_curve(record) for name, record in (("A", pairs[0][0]), ("B", pairs[0][1]))}
+    figures = report_plots(out, bars, {name: rows for name, rows in trained.items() if rows})
     low, high = summary["win_rate_ci"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prefdiff compare</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} img{{width:192px;image-rendering:pixelated}}
+img.plot{{width:640px;image-rendering:auto}}
 td{{vertical-align:top;padding:6px;text-align:center}} td.win{{background:#e6f4ea}}
 table{{border-collapse:collapse}}</style></head><body>
 <h1>A wins {summary["win_rate"]:.1%} of {summary["n"]} paired comparisons</h1>
@@ -139,9 +104,9 @@ Wins {summary["wins"]}, losses {summary["losses"]}, ties {summary["ties"]} (coun
 bootstrap over {summary["num_prompts"]} prompts:
 {summary["win_rate_bootstrap_ci"][0]:.1%}–{summary["win_rate_bootstrap_ci"][1]:.1%}.
 Mean score A {summary["mean_score_a"]:.4f}, B {summary["mean_score_b"]:.4f}.</p>
-<h2>Win rate of A over B</h2>{svg_bars(bars)}
+{figures}
 <h2>Side by side (first {len(rows)})</h2><table><tr><th>prompt</th><th>A</th><th>B</th></tr>{"".join(rows)}</table>
-{curves}</body></html>"""
+</body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -1,5 +1,6 @@
-"""DIR/report.html of the quickstart: the headline, win-rate bars with intervals, a table of
-what changed, base / DPO / SFT side by side on held-out captions, and the training curves."""
+"""DIR/report.html of the quickstart: the headline, win-rate bars with intervals, the leaderboard
+of every trained objective, a table of what changed, base / DPO / SFT side by side on held-out
+captions, and the training curves of every objective on shared axes (PNGs in DIR/plots)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,59 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefdiff.evaluate.compare import svg_bars, svg_curve
+from prefdiff.evaluate.plots import curve_plot, win_rate_plot
 from prefdiff.manifests import read_manifest
 from prefdiff.runlog import METRICS_FILE, read_metrics
 
+PLOTS = "plots"
 
-def _bars(summary: dict[str, Any]) -> str:
+
+def _bars(out: Path, summary: dict[str, Any]) -> str:
     h2h = summary["head_to_head"]
     rows = []
     for label, key in (("DPO vs base", "dpo_vs_base"), ("SFT vs base", "sft_vs_base"), ("DPO vs SFT", "dpo_vs_sft")):
         for judge in ("raters", "oracle"):
             result = h2h[key][judge]
             rows.append((f"{label} ({judge})", result["win_rate"], *result["win_rate_ci"]))
-    return svg_bars(rows)
+    win_rate_plot(out / PLOTS / "win_rates.png", rows)
+    return f'<img class=plot src="{PLOTS}/win_rates.png" alt="win rates with 95% intervals">'
+
+
+def _leaderboard(out: Path, summary: dict[str, Any]) -> str:
+    """Every objective against the base (raters' majority, with its interval) as bars and a table."""
+    rows = summary.get("objectives", {})
+    bars = [
+        (row.get("entry", name), row["win_rate_vs_base"], *row["win_rate_vs_base_ci"]) for name, row in rows.items()
+    ]
+    win_rate_plot(out / PLOTS / "leaderboard.png", bars, "against the base, by the raters' majority")
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    cells = []
+    for name, row in rows.items():
+        low, high = row["win_rate_vs_base_ci"]
+        figures = [
+            f"{row['win_rate_vs_base']:.1%} ({low:.1%}–{high:.1%})",
+            pct(row["oracle_win_rate_vs_base"]),
+            pct(row["win_rate_vs_dpo"]),
+            pct(row["faithfulness"]),
+            pct(row["implicit_accuracy_heldout"]),
+            "–" if row.get("train_seconds") is None else f"{row['train_seconds']:.0f}",
+        ]
+        cells.append(
+            f"<tr><td><code>{html.escape(row.get('entry', name))}</code></td>"
+            + "".join(f"<td>{f}</td>" for f in figures)
+            + "</tr>"
+        )
+    header = (
+        "<tr><th>objective</th><th>vs base, raters (95% CI)</th><th>vs base, oracle</th><th>vs DPO, raters</th>"
+        "<th>faithful</th><th>implicit acc. (held-out)</th><th>train s</th></tr>"
+    )
+    return (
+        f'<img class=plot src="{PLOTS}/leaderboard.png" alt="leaderboard">'
+        f"<table class=m>{header}{''.join(cells)}</table>"
+    )
 
 
 def _metrics_table(summary: dict[str, Any]) -> str:
@@ -67,13 +108,13 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
     )
 
 
-def _curves(runs: dict[str, Path]) -> str:
+def _curves(out: Path, runs: dict[str, Path]) -> str:
+    """Loss, implicit accuracy and margin of every run, one line each (smoothed over the raw)."""
+    metrics = {name: read_metrics(run / METRICS_FILE) for name, run in runs.items() if (run / METRICS_FILE).is_file()}
     parts = []
-    for name, keys in (("dpo", ("loss", "implicit_acc", "reward_margin")), ("sft", ("loss",))):
-        metrics_file = runs[name] / METRICS_FILE
-        if metrics_file.is_file():
-            rows = read_metrics(metrics_file)
-            parts.append(f"<h3>{name.upper()} training</h3>" + "".join(svg_curve(rows, k) for k in keys))
+    for key in ("loss", "implicit_acc", "reward_margin"):
+        if curve_plot(out / PLOTS / f"{key}.png", metrics, key):
+            parts.append(f'<img class=plot src="{PLOTS}/{key}.png" alt="{key}">')
     return "".join(parts)
 
 
@@ -90,6 +131,7 @@ def write_quickstart_report(
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 img{{width:64px;image-rendering:pixelated;margin:1px}}
 td,th{{padding:4px 8px;text-align:left;vertical-align:top}} table.m td:not(:first-child){{text-align:right}}
+img.plot{{width:640px;image-rendering:auto;display:block}}
 table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}} .big{{font-size:1.3em}}</style></head><body>
 <h1>Diffusion-DPO in the toy world</h1>
 <p class=big>The DPO-tuned model wins <b>{summary["win_rate_vs_base"]:.1%}</b> of {summary["comparisons"]} held-out
@@ -104,11 +146,13 @@ raters vote
 of base-model pairs;
 their majority on {summary["rater_oracle_agreement"]:.0%}); ties count half. Implicit reward accuracy of the DPO model
 on {summary["heldout_pairs"]} held-out labelled pairs: {summary["implicit_accuracy_heldout"]:.1%}.</p>
-<h2>Win rates</h2>{_bars(summary)}
+<h2>Win rates</h2>{_bars(out, summary)}
+<h2>Objectives</h2>{_leaderboard(out, summary)}
 <h2>What changed</h2>{_metrics_table(summary)}
 <h2>Side by side (same caption, same seed)</h2>{_grid(out, samples)}
 <p>Every comparison with its oracle scores: <a href="{compare_link}">DPO vs base report</a>.</p>
-<h2>Training</h2>{_curves(runs)}
+<h2>Training</h2><p>The raw values faint, their moving average bold (train.log_every steps apart).</p>
+{_curves(out, runs)}
 <p><small>Stage times: {html.escape(seconds)}.</small></p>
 </body></html>"""
     path = out / "report.html"
