@@ -108,9 +108,14 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
     )
 
 
-def _curves(out: Path, runs: dict[str, Path]) -> str:
-    """Loss, implicit accuracy and margin of every run, one line each (smoothed over the raw)."""
-    metrics = {name: read_metrics(run / METRICS_FILE) for name, run in runs.items() if (run / METRICS_FILE).is_file()}
+def _curves(out: Path, runs: dict[str, Path], labels: dict[str, str]) -> str:
+    """Loss, implicit accuracy and margin of every run, one line each (smoothed over the raw),
+    each labelled by its ``toy.objectives`` entry."""
+    metrics = {
+        labels.get(name, name): read_metrics(run / METRICS_FILE)
+        for name, run in runs.items()
+        if (run / METRICS_FILE).is_file()
+    }
     parts = []
     for key in ("loss", "implicit_acc", "reward_margin"):
         if curve_plot(out / PLOTS / f"{key}.png", metrics, key):
@@ -152,7 +157,7 @@ on {summary["heldout_pairs"]} held-out labelled pairs: {summary["implicit_accura
 <h2>Side by side (same caption, same seed)</h2>{_grid(out, samples)}
 <p>Every comparison with its oracle scores: <a href="{compare_link}">DPO vs base report</a>.</p>
 <h2>Training</h2><p>The raw values faint, their moving average bold (train.log_every steps apart).</p>
-{_curves(out, runs)}
+{_curves(out, runs, {name: row.get("entry", name) for name, row in summary.get("objectives", {}).items()})}
 <p><small>Stage times: {html.escape(seconds)}.</small></p>
 </body></html>"""
     path = out / "report.html"
