@@ -59,20 +59,22 @@ def test_unpaired_runs_are_refused(runs):
         compare_runs(runs / "a", runs, "python:scorer_mod:brightness", runs / "y")
 
 
+def _label_by_brightness(tiny_sd, runs, out, **options):
+    """label-ai on the 3 test prompts, 2 sampler steps, brightness as the AI rater."""
+    from prefdiff.evaluate.ai_feedback import label_with_ai
+
+    settings = SamplerSettings(steps=2, resolution=32)
+    return label_with_ai(
+        tiny_sd, runs / "prompts.tsv", "python:scorer_mod:brightness", out, settings=settings, **options
+    )
+
+
 def test_label_ai_writes_pickapic_pairs_the_reader_takes(tiny_sd, runs):
     from prefdiff.config import load_config
     from prefdiff.data import ReadReport, iter_pairs, open_image
-    from prefdiff.evaluate.ai_feedback import label_with_ai
 
     out = runs / "ai"
-    counts = label_with_ai(
-        tiny_sd,
-        runs / "prompts.tsv",
-        "python:scorer_mod:brightness",
-        out,
-        settings=SamplerSettings(steps=2, resolution=32),
-        tie_threshold=0.0,
-    )
+    counts = _label_by_brightness(tiny_sd, runs, out, tie_threshold=0.0)
     assert counts["pairs"] == 3
     report = ReadReport()
     pairs = list(iter_pairs(load_config(None, [f"data.path={out / 'pairs.parquet'}"]).data, report))
@@ -95,17 +97,9 @@ def test_label_ai_temperature_writes_bradley_terry_soft_labels(tiny_sd, runs):
 
     from prefdiff.config import load_config
     from prefdiff.data import ReadReport, iter_pairs
-    from prefdiff.evaluate.ai_feedback import label_with_ai
 
     out = runs / "ai_soft"
-    counts = label_with_ai(
-        tiny_sd,
-        runs / "prompts.tsv",
-        "python:scorer_mod:brightness",
-        out,
-        settings=SamplerSettings(steps=2, resolution=32),
-        temperature=5.0,
-    )
+    counts = _label_by_brightness(tiny_sd, runs, out, temperature=5.0)
     assert counts["temperature"] == 5.0
     rows = pq.read_table(out / "pairs.parquet").to_pylist()
     for row in rows:
@@ -117,4 +111,4 @@ def test_label_ai_temperature_writes_bradley_terry_soft_labels(tiny_sd, runs):
         sorted(max(r["preference_0"], 1 - r["preference_0"]) for r in rows)
     )
     with pytest.raises(ConfigError, match="--temperature must be > 0"):
-        label_with_ai(tiny_sd, runs / "prompts.tsv", "python:scorer_mod:brightness", out, temperature=0.0)
+        _label_by_brightness(tiny_sd, runs, out, temperature=0.0)
