@@ -136,7 +136,7 @@ def table(results: dict[str, dict[str, Any]], objectives: list[str], command: st
 
 def _dir_of(summary: dict[str, Any], entry: str) -> str | None:
     for name, row in summary["objectives"].items():
-        if row.get("entry", name) == entry:
+        if row["entry"] == entry:
             return name
     return None
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefdiff.data.formats import DATA_FORMATS, JSONL_SUFFIXES, DataFormat, DataSource
 from prefdiff.data.report import Reject
-from prefdiff.data.rows import label_reject, prompt_reject
+from prefdiff.data.rows import label_preference, label_reject, prompt_reject
 from prefdiff.data.schema import PreferencePair, image_source
 from prefdiff.errors import ConfigError
 
@@ -101,7 +101,7 @@ class MappedSpec:
         provenance = {
             k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))
         }
-        preference = 0.5 if labels[0] == 0.5 else 1.0  # a kept tie is an even preference
+        preference = label_preference(labels[0])
         return PreferencePair(row[c.prompt], winner, loser, self.source, row_id, labels, provenance, preference)
 
 

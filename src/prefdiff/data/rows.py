@@ -56,13 +56,18 @@ def label_reject(label: Any, name: str, drop_ties: bool) -> Reject | None:
     return None
 
 
+def label_preference(label_0: float) -> float:
+    """The winner's preference a hard label implies: 0.5 for a kept tie, else 1.0."""
+    return 0.5 if label_0 == 0.5 else 1.0
+
+
 def winner_preference(label_0: float, preference_0: Any, winner_is_0: bool) -> float | Reject:
     """The probability that the pair's winner is preferred: ``preference_0`` (the probability
     that image 0 is) seen from the winner's side when the row carries it, else 1.0 for a decided
     label and 0.5 for a tie. A ``preference_0`` outside [0, 1], or on the other side of 0.5 from
     ``label_0``, is refused."""
     if preference_0 is None:
-        return 0.5 if label_0 == 0.5 else 1.0
+        return label_preference(label_0)
     if isinstance(preference_0, bool) or not isinstance(preference_0, int | float) or not 0.0 <= preference_0 <= 1.0:
         return Reject("preference_0 outside [0, 1]", detail=repr(preference_0))
     if (label_0 == 1 and preference_0 < 0.5) or (label_0 == 0 and preference_0 > 0.5):

@@ -18,6 +18,7 @@ from typing import Any
 from prefdiff.config import Config, merge_into, parse_overrides, validate
 from prefdiff.errors import ConfigError
 
+TRAIN_RECORD = "quickstart_train.json"  # in each entry's run directory: its training seconds and peak memory
 REQUIRED = ("dpo", "sft")  # the headline and its baseline: every summary field is about them
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -82,7 +83,8 @@ def entry_config(config: Config, entry: Entry) -> Config:
     on unpaired data gets ``data.unpaired=true`` (the pairs become per-image labels)."""
     from prefdiff.objectives.base import OBJECTIVES
 
-    own = {f.name for f in dataclasses.fields(OBJECTIVES.get(entry.objective))}
+    objective = OBJECTIVES.get(entry.objective)
+    own = {f.name for f in dataclasses.fields(objective)}
     foreign = sorted(set(entry.overrides.get("objective", {})) - own)
     if foreign:
         raise ConfigError(
@@ -91,7 +93,7 @@ def entry_config(config: Config, entry: Entry) -> Config:
         )
     run = copy.deepcopy(config)
     updates: dict[str, Any] = {"objective": {"name": entry.objective}}
-    if getattr(OBJECTIVES.get(entry.objective), "needs_unpaired", False) and hasattr(run.data, "unpaired"):
+    if getattr(objective, "needs_unpaired", False) and hasattr(run.data, "unpaired"):
         updates["data"] = {"unpaired": True}
     try:
         merge_into(run, updates)

@@ -19,6 +19,7 @@ from prefdiff.evaluate.winrate import Comparison, decide
 from prefdiff.manifests import ImageKey, ManifestImage, pair_runs, read_manifest
 from prefdiff.stats import LOSS, TIE, WIN, win_rate
 from prefdiff.toy.config import ToyConfig
+from prefdiff.toy.entries import TRAIN_RECORD
 from prefdiff.toy.oracle import faithfulness
 from prefdiff.toy.raters import panel_verdicts
 from prefdiff.toy.votes import score_files
@@ -66,10 +67,11 @@ def evaluate_quickstart(
     vote_stats: dict[str, Any],
     toy: ToyConfig,
     config: Config,
-    run_configs: dict[str, Config] | None = None,
+    entries: dict[str, tuple[str, Config]],
 ) -> dict[str, Any]:
     """Every field of summary.json except stage_seconds; ``objectives`` holds one leaderboard
-    row per run of ``runs`` (``run_configs`` their training configs)."""
+    row per run of ``runs``, whose ``entries`` give its ``toy.objectives`` text and training
+    config."""
     from prefdiff.evaluate.implicit import implicit_accuracy
     from prefdiff.models import load_backbone
 
@@ -109,11 +111,13 @@ def evaluate_quickstart(
     implicit = implicit_of["dpo"]
     head_to_head = {"dpo_vs_base": dpo_base, "sft_vs_base": sft_base, "dpo_vs_sft": dpo_sft}
     objectives = {
-        name: _leaderboard_row(name, run, models, head_to_head, implicit_of[name], temperature, toy, seed)
+        name: {
+            "entry": entries[name][0],
+            **_leaderboard_row(name, run, models, head_to_head, implicit_of[name], temperature, toy, seed),
+            "beta": _beta_used(run, entries[name][1]),
+        }
         for name, run in runs.items()
     }
-    for name, row in objectives.items():
-        row["beta"] = _beta_used(runs[name], (run_configs or {}).get(name))
     train_votes = vote_stats["train"]
     return {
         "win_rate_vs_base": dpo_base["raters"]["win_rate"],
@@ -169,12 +173,11 @@ def _leaderboard_row(
         scores, models["base"]["scores"], temperature, toy, _entry_seed(seed, name)
     )
     vs_dpo = None
-    if name == "sft":
-        vs_dpo = _head_to_head(models["dpo"]["scores"], scores, temperature, toy, seed + 3)  # the DPO-vs-SFT votes
-        vs_dpo = {judge: _flipped(result) for judge, result in vs_dpo.items()}
+    if name == "sft":  # the DPO-vs-SFT comparisons, seen from SFT's side
+        vs_dpo = {judge: _flipped(result) for judge, result in head_to_head["dpo_vs_sft"].items()}
     elif name != "dpo":
         vs_dpo = _head_to_head(scores, models["dpo"]["scores"], temperature, toy, _entry_seed(seed, name) + 1)
-    record_file = run / "quickstart_train.json"
+    record_file = run / TRAIN_RECORD
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     return {
         "win_rate_vs_base": vs_base["raters"]["win_rate"],
@@ -195,19 +198,22 @@ def _leaderboard_row(
 def _flipped(result: dict[str, Any]) -> dict[str, Any]:
     """A win rate seen from the other side: B's wins over A, its interval mirrored."""
     low, high = result["win_rate_ci"]
-    flipped = {**result, "win_rate": 1.0 - result["win_rate"], "win_rate_ci": [1.0 - high, 1.0 - low]}
-    if "wins" in result and "losses" in result:
-        flipped["wins"], flipped["losses"] = result["losses"], result["wins"]
-    return flipped
+    return {
+        **result,
+        "win_rate": 1.0 - result["win_rate"],
+        "win_rate_ci": [1.0 - high, 1.0 - low],
+        "wins": result["losses"],
+        "losses": result["wins"],
+    }
 
 
-def _beta_used(run: Path, config: Config | None) -> float | None:
+def _beta_used(run: Path, config: Config) -> float | None:
     """The beta the run trained with: ``auto_beta.json``'s when beta=auto, else its config's
     (None for an objective without one)."""
     auto = run / "auto_beta.json"
     if auto.is_file():
         return float(json.loads(auto.read_text())["beta"])
-    beta = getattr(config.objective.options, "beta", None) if config is not None else None
+    beta = getattr(config.objective.options, "beta", None)
     return float(beta) if isinstance(beta, int | float) else None
 
 

@@ -33,7 +33,7 @@ from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import SamplerSettings
 from prefdiff.toy.config import ToyConfig
-from prefdiff.toy.entries import Entry, entry_config, parse_entries
+from prefdiff.toy.entries import TRAIN_RECORD, Entry, entry_config, parse_entries
 from prefdiff.toy.world import HELD_OUT, caption_for, training_combos
 
 ASSETS = Path(__file__).parent / "assets"
@@ -70,7 +70,6 @@ def recipe_for(family: str) -> dict[str, Any]:
     return recipe
 
 
-TRAIN_RECORD = "quickstart_train.json"  # in each run directory: its training seconds and peak memory
 STAGE_FORMAT = 2  # bump when a stage's output changes meaning, so older outputs are redone (2: soft labels)
 OWNED_KEYS = {
     "objective.name": "it trains every objective of toy.objectives",
@@ -330,11 +329,10 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
 
     # ---- 4 .. 3+E. every objective of toy.objectives (Diffusion-DPO and SFT on winners by default)
     trained: dict[str, Stage] = {}
-    run_configs: dict[str, Config] = {}
+    run_entries: dict[str, tuple[str, Config]] = {}  # run directory name -> (entry, training config)
     for number, entry in enumerate(entries, start=4):
-        run = run_configs[entry.dir_name] = _training_config(
-            config, entry, base, cache.dir / "train", out / entry.dir_name
-        )
+        run = _training_config(config, entry, base, cache.dir / "train", out / entry.dir_name)
+        run_entries[entry.dir_name] = (entry.text, run)
         stage = Stage(out, entry.dir_name, {"cache": cache.digest, "config": _training_key(run)})
         what = (
             f"{entry.text}: {objective_help(OBJECTIVES.get(entry.objective))}, {run.train.max_steps} steps of "
@@ -379,10 +377,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "implicit accuracy"
     )
     summary = evaluate_quickstart(
-        out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config, run_configs
+        out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config, run_entries
     )
-    for entry in entries:
-        summary["objectives"][entry.dir_name] = {"entry": entry.text, **summary["objectives"][entry.dir_name]}
     run_stage.seconds["evaluate"] = time.perf_counter() - start
     summary["family"] = toy.family
     summary["recipe"] = {

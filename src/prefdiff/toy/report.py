@@ -29,17 +29,15 @@ def _bars(out: Path, summary: dict[str, Any]) -> str:
 
 def _leaderboard(out: Path, summary: dict[str, Any]) -> str:
     """Every objective against the base (raters' majority, with its interval) as bars and a table."""
-    rows = summary.get("objectives", {})
-    bars = [
-        (row.get("entry", name), row["win_rate_vs_base"], *row["win_rate_vs_base_ci"]) for name, row in rows.items()
-    ]
+    rows = summary["objectives"]
+    bars = [(row["entry"], row["win_rate_vs_base"], *row["win_rate_vs_base_ci"]) for row in rows.values()]
     win_rate_plot(out / PLOTS / "leaderboard.png", bars, "against the base, by the raters' majority")
 
     def pct(value: float | None) -> str:
         return "–" if value is None else f"{value:.1%}"
 
     cells = []
-    for name, row in rows.items():
+    for row in rows.values():
         low, high = row["win_rate_vs_base_ci"]
         figures = [
             f"{row['win_rate_vs_base']:.1%} ({low:.1%}–{high:.1%})",
@@ -47,10 +45,10 @@ def _leaderboard(out: Path, summary: dict[str, Any]) -> str:
             pct(row["win_rate_vs_dpo"]),
             pct(row["faithfulness"]),
             pct(row["implicit_accuracy_heldout"]),
-            "–" if row.get("train_seconds") is None else f"{row['train_seconds']:.0f}",
+            "–" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}",
         ]
         cells.append(
-            f"<tr><td><code>{html.escape(row.get('entry', name))}</code></td>"
+            f"<tr><td><code>{html.escape(row['entry'])}</code></td>"
             + "".join(f"<td>{f}</td>" for f in figures)
             + "</tr>"
         )
@@ -157,7 +155,7 @@ on {summary["heldout_pairs"]} held-out labelled pairs: {summary["implicit_accura
 <h2>Side by side (same caption, same seed)</h2>{_grid(out, samples)}
 <p>Every comparison with its oracle scores: <a href="{compare_link}">DPO vs base report</a>.</p>
 <h2>Training</h2><p>The raw values faint, their moving average bold (train.log_every steps apart).</p>
-{_curves(out, runs, {name: row.get("entry", name) for name, row in summary.get("objectives", {}).items()})}
+{_curves(out, runs, {name: row["entry"] for name, row in summary["objectives"].items()})}
 <p><small>Stage times: {html.escape(seconds)}.</small></p>
 </body></html>"""
     path = out / "report.html"
