@@ -93,3 +93,19 @@ def assert_two_processes_equal_one(
         b = denoiser_class.from_pretrained(str(single / folder)).state_dict()
         assert_same_weights(a, b, atol=1e-6)
     return single, double
+
+
+def write_images_jsonl(pairs_parquet: Path, folder: Path, count: int = 12) -> Path:
+    """Winners and losers of the first pairs as PNG files beside an images.jsonl."""
+    from prefdiff.data.dataset import load_pairs
+
+    pairs = load_pairs(load_config(None, [f"data.path={pairs_parquet}"]).data)[: count // 2]
+    (folder / "img").mkdir(parents=True)
+    lines = []
+    for index, pair in enumerate(pairs):
+        for side, desirable in (("winner", True), ("loser", False)):
+            name = f"img/{index}_{side}.png"
+            (folder / name).write_bytes(getattr(pair, side))
+            lines.append({"prompt": pair.prompt, "image": name, "desirable": desirable})
+    (folder / "images.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder / "images.jsonl"

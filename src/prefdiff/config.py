@@ -137,6 +137,11 @@ class DataConfig:
         "fractions from the label app, label-ai --temperature, the toy's raters), 0.5 for kept ties. Needs an "
         "objective with a soft-label loss (dpo, ipo).",
     )
+    unpaired: bool = _f(
+        False,
+        "Train an objective on per-image labels (kto) from pair data: each pair's winner becomes a desirable "
+        "image and its loser an undesirable one (Diffusion-KTO's conversion). Not needed for an images.jsonl.",
+    )
     max_pairs: int | None = _f(
         None, "Use at most this many pairs (the first ones in storage order, after drops); None for all."
     )
@@ -502,6 +507,17 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"config key 'data.soft_labels' is true but objective {config.objective.name!r} takes hard labels only; "
             "use an objective with a soft-label loss (dpo, ipo) or set data.soft_labels=false"
+        )
+    unpaired_objective = bool(getattr(config.objective.options, "needs_unpaired", False))
+    if config.data.unpaired and not unpaired_objective:
+        raise ConfigError(
+            f"config key 'data.unpaired' is true but objective {config.objective.name!r} trains on pairs; "
+            "use an objective on per-image labels (kto) or set data.unpaired=false"
+        )
+    if config.data.unpaired and not config.data.drop_ties:
+        raise ConfigError(
+            "config key 'data.unpaired' is true with data.drop_ties=false: a tie has no desirable image; "
+            "set data.drop_ties=true"
         )
     from prefdiff.data.formats import DATA_FORMATS
 

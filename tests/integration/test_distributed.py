@@ -60,6 +60,28 @@ def test_reference_free_objective_two_processes_equal_one(tiny_sd, shapes_parque
     assert "margin_term" in metrics(double)[0] and "ref_err_w" not in metrics(double)[0]
 
 
+def test_unpaired_objective_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path):
+    """KTO on pairs converted to labelled images (LoRA): the KL estimate behind the reference point
+    is reduced over both processes, so two processes of two images equal one process of four."""
+    from diffusers import UNet2DConditionModel
+
+    single, double = assert_two_processes_equal_one(
+        TWO_PROCESS_PREFDIFF,
+        tiny_sd,
+        shapes_parquet,
+        tmp_path,
+        UNet2DConditionModel,
+        True,
+        "objective.name=kto",
+        "data.unpaired=true",
+    )
+    rows = [metrics(run) for run in (single, double)]
+    assert [r["kl_estimate"] for r in rows[0]] == pytest.approx(
+        [r["kl_estimate"] for r in rows[1]], abs=2e-4
+    )  # float32 errors cancel
+    assert rows[1][-1]["kl_estimate"] != 0.0, "the policy has moved off the reference"
+
+
 def test_auto_beta_and_winner_guard_two_processes_equal_one(tiny_sd, shapes_parquet, tmp_path):
     """beta=auto finds the same beta on every process (the run's first slots, whoever holds them),
     and the per-pair winner guard does not depend on the split."""

@@ -10,7 +10,7 @@ from prefdiff.models.lora import lora_state_dict
 from prefdiff.objectives import OBJECTIVES
 from prefdiff.train.loop import train
 
-from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config
+from ..integration_helpers import assert_same_weights, lora_weights, metrics, tiny_config, write_images_jsonl
 
 
 def test_one_dpo_step_changes_lora_and_not_base(tiny_sd, shapes_parquet, tmp_path):
@@ -81,6 +81,7 @@ VARIANTS = [(name, ()) for name in MENU] + [
     ("dpo", ("objective.winner_guard=true",)),
     ("dpo", ("objective.label_smoothing=0.1",)),
     ("dpo", ("objective.beta=auto",)),
+    ("kto", ("data.unpaired=true",)),  # the reference point is taken over the whole step
 ]
 
 
@@ -115,6 +116,19 @@ def test_every_objective_accumulates_1x8_as_8x1(tiny_sd, shapes_parquet, tmp_pat
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         if "guard_scale" in b:
             assert a["guard_scale"] == pytest.approx(b["guard_scale"], rel=1e-4) and b["guard_scale"] <= 1.0
+
+
+def test_kto_trains_on_an_images_jsonl(tiny_sd, shapes_parquet, tmp_path):
+    """Likes and dislikes in an images.jsonl: KTO starts at loss 0.5 with z = 0, moves the LoRA,
+    and logs its own terms."""
+    images = write_images_jsonl(shapes_parquet, tmp_path / "likes")
+    config = tiny_config(tiny_sd, images, tmp_path / "run", "objective.name=kto", "train.max_steps=3")
+    result = train(config)
+    rows = metrics(result.run_dir)
+    assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-5) and rows[0]["reference_point"] == 0.0
+    for key in ("kl_estimate", "reward_desirable", "reward_undesirable", "desirable_share", "implicit_acc"):
+        assert key in rows[-1]
+    assert any(v.abs().max() > 0 for k, v in lora_weights(result.run_dir).items() if "lora.up" in k)
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["in_memory", "streaming"])

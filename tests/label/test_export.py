@@ -116,6 +116,26 @@ def test_export_vote_fractions_round_trip_as_soft_labels(voted: tuple[Database, 
     assert pairs[1].winner == (run_b / "images/0001_0.png").read_bytes()  # B won 4 of 5
 
 
+def test_export_per_image_labels_round_trip(voted: tuple[Database, Path, Path], tmp_path: Path) -> None:
+    """unpaired/images.jsonl: two lines per decided, untied comparison (positions 0, 1, 3, 4),
+    the winner desirable and the loser not, with its vote share; prefdiff's images.jsonl reader
+    reads it back to the same prompts, labels and image bytes."""
+    unpaired = pytest.importorskip("prefdiff.data.unpaired", reason="prefdiff's training extras not present")
+    from prefdiff.config import DataConfig
+
+    db, run_a, run_b = voted
+    written = export_study(db, "roundtrip", tmp_path / "out")
+    lines = [json.loads(line) for line in written["unpaired"].read_text().splitlines()]
+    decided = [0, 1, 3, 4]
+    assert [line["prompt"] for line in lines] == [PROMPTS[p] for p in decided for _ in range(2)]
+    assert [line["desirable"] for line in lines] == [True, False, False, True, True, False, False, True]
+    assert [line["vote_share"] for line in lines] == pytest.approx([0.6, 0.4, 0.2, 0.8, 1.0, 0.0, 0.4, 0.6])
+    images = unpaired.read_images_jsonl(written["unpaired"], DataConfig())
+    assert [(i.prompt, i.desirable) for i in images] == [(ln["prompt"], ln["desirable"]) for ln in lines]
+    for image, (position, run_dir) in zip(images, [(p, r) for p in decided for r in (run_a, run_b)], strict=True):
+        assert Path(image.image).read_bytes() == (run_dir / f"images/{position:04d}_0.png").read_bytes()
+
+
 def test_include_incomplete_decides_partial_comparisons(voted: tuple[Database, Path, Path], tmp_path: Path) -> None:
     """With include_incomplete the 7th comparison (2 votes for A) is exported too."""
     db, _, _ = voted

@@ -7,6 +7,7 @@ downstream guesses what a batch holds from its keys.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,13 @@ class PairBatch:
       each tensor ``[P, ...]``), exactly one of them.
     - images: ``winner_pixels``/``loser_pixels [P,3,R,R]`` in [-1, 1] (on the fly) or
       ``winner_latents``/``loser_latents`` (cached :class:`LatentStats`), exactly one kind.
+
+    An **unpaired** batch (``unpaired=True``, for objectives on per-image labels such as KTO)
+    holds ``P`` single images in the winner fields and no losers; ``labels [P]`` is 1.0 for a
+    desirable image and 0.0 for an undesirable one; ``original_size``/``crop_top_left`` are
+    ``[P, 2]``. Each image also carries a *mismatched* prompt, another sample's
+    (``mismatched_prompts``, or ``mismatched_prompt_cond`` when cached), for KTO's reference
+    point; :meth:`mismatched` is the same images under those prompts.
     """
 
     slots: list[int]
@@ -51,12 +59,26 @@ class PairBatch:
     loser_pixels: torch.Tensor | None = None
     winner_latents: LatentStats | None = None
     loser_latents: LatentStats | None = None
+    unpaired: bool = False
+    mismatched_prompts: list[str] | None = None
+    mismatched_prompt_cond: Conditioning | None = None
 
     def __post_init__(self) -> None:
         if (self.prompts is None) == (self.prompt_cond is None):
             raise ValueError("a PairBatch holds either prompts or cached prompt conditioning")
         if (self.winner_pixels is None) == (self.winner_latents is None):
             raise ValueError("a PairBatch holds either pixels or cached latents")
+        if self.unpaired and (self.loser_pixels is not None or self.loser_latents is not None):
+            raise ValueError("an unpaired batch holds single images: no losers")
+
+    def mismatched(self) -> PairBatch:
+        """The same images (same slots, so the same noise and timesteps) under the mismatched
+        prompts of an unpaired batch."""
+        if self.mismatched_prompts is None and self.mismatched_prompt_cond is None:
+            raise ValueError("this batch carries no mismatched prompts (only unpaired batches do)")
+        if self.prompt_cond is not None:
+            return dataclasses.replace(self, prompt_cond=self.mismatched_prompt_cond)
+        return dataclasses.replace(self, prompts=self.mismatched_prompts)
 
     @property
     def num_pairs(self) -> int:

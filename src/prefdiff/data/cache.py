@@ -368,16 +368,24 @@ class CachedPairStream(Dataset):
         for side in SIDES:
             item[f"{side}_latent_mean"] = f.get_slice(f"{side}_mean{suffix}")[row : row + 1][0].float()
             item[f"{side}_latent_std"] = f.get_slice(f"{side}_std{suffix}")[row : row + 1][0].float()
-        prompt_row = int(f.get_slice("prompt_row")[row : row + 1][0])
-        item["prompt_cond"] = {
-            key[len("cond.") :]: f.get_slice(key)[prompt_row : prompt_row + 1][0].float()
-            for key in f.keys()
-            if key.startswith("cond.")
-        }
+        item["prompt_cond"] = self._prompt_cond(f, row)
         item["preference"] = self._preference(f, shard, row)
         item["original_size"] = f.get_slice("original_size")[row : row + 1][0]
         item["crop_top_left"] = f.get_slice(f"crop_top_left{suffix}")[row : row + 1][0]
         return item
+
+    def _prompt_cond(self, f: Any, row: int) -> dict[str, torch.Tensor]:
+        prompt_row = int(f.get_slice("prompt_row")[row : row + 1][0])
+        return {
+            key[len("cond.") :]: f.get_slice(key)[prompt_row : prompt_row + 1][0].float()
+            for key in f.keys()
+            if key.startswith("cond.")
+        }
+
+    def prompt_cond_of(self, slot: int) -> dict[str, torch.Tensor]:
+        """The cached text conditioning of the pair at ``slot`` alone (no latents read)."""
+        shard, row = self.locations[self._pair_index(slot)]
+        return self._prompt_cond(self._handle(shard), row)
 
     def _preference(self, f: Any, shard: int, row: int) -> float:
         """The pair's preference probability with ``data.soft_labels``, else 1.0."""

@@ -67,6 +67,15 @@ class SlotDataset(Dataset):
         """The pair for ``slot``, or its ``attempt``-th substitute."""
         raise NotImplementedError
 
+    def prompt_of(self, slot: int) -> str:
+        """The prompt of the pair ``slot`` holds (its first readable candidate), without decoding
+        any image: the mismatched prompts of :mod:`prefdiff.data.unpaired`."""
+        for attempt in range(MAX_SUBSTITUTES):
+            pair = self.candidate(slot, attempt).pair
+            if not isinstance(pair, Reject):
+                return pair.prompt
+        raise DataError(f"slot {slot}: {MAX_SUBSTITUTES} rows in a row are unusable")
+
     def __getitem__(self, slot: int) -> dict[str, Any]:
         """``{"slot", "prompt", "preference", "winner_pixels" [3,R,R], "loser_pixels" [3,R,R],
         "original_size" ((h, w) winner, (h, w) loser), "crop_top_left" (winner, loser)}``."""

@@ -1,11 +1,13 @@
 """Pair transforms: one resize, one crop box and one flip for both images of a pair.
 
 (The original Diffusion-DPO code flipped winner and loser independently, so a flipped winner
-was compared with an unflipped loser; here the pair is transformed as one.)
+was compared with an unflipped loser; here the pair is transformed as one.) Unpaired images
+(``images.jsonl``) take the same transform, one image at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,21 +37,20 @@ def _to_pixels(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def transform_pair(
-    winner: Image.Image,
-    loser: Image.Image,
+def transform_images(
+    images: Sequence[Image.Image],
     resolution: int,
     center_crop: bool = True,
     random_flip: bool = False,
     generator: torch.Generator | None = None,
-) -> tuple[TransformedImage, TransformedImage]:
-    """Resize both to ``resolution`` on the short side and crop a square at the same relative
-    position; flip both or neither. Randomness comes from ``generator`` only."""
+) -> list[TransformedImage]:
+    """Resize each to ``resolution`` on the short side and crop a square at the same relative
+    position; flip all or none. Randomness comes from ``generator`` only (one draw for all)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     crop_u, crop_v, flip_u = torch.rand(3, generator=gen).tolist()
     flip = random_flip and flip_u < 0.5
     out = []
-    for image in (winner, loser):
+    for image in images:
         original = (image.height, image.width)
         resized = _resize_short_side(image, resolution)
         spare_w, spare_h = resized.width - resolution, resized.height - resolution
@@ -62,4 +63,17 @@ def transform_pair(
             cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             left = resized.width - (left + resolution)  # where the crop sits in the flipped image
         out.append(TransformedImage(_to_pixels(cropped), original, (top, left)))
-    return out[0], out[1]
+    return out
+
+
+def transform_pair(
+    winner: Image.Image,
+    loser: Image.Image,
+    resolution: int,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[TransformedImage, TransformedImage]:
+    """:func:`transform_images` of a pair: one crop position and one flip for both images."""
+    won, lost = transform_images([winner, loser], resolution, center_crop, random_flip, generator)
+    return won, lost

@@ -1,6 +1,7 @@
 """Exports of a study: the raw votes (CSV / parquet), the majority decisions as a
-Pick-a-Pic-format parquet (trainable by prefdiff's Pick-a-Pic reader), and for evaluation
-studies the same `summary.json` that `prefdiff compare` writes.
+Pick-a-Pic-format parquet (trainable by prefdiff's Pick-a-Pic reader) and as per-image labels
+(`unpaired/images.jsonl`, for `kto`), and for evaluation studies the same `summary.json` that
+`prefdiff compare` writes.
 
 The Pick-a-Pic parquet is written by `prefdiff.pickapic_parquet` (its conventions are there):
 `label_0 == 1` means image 0 won, `0` that image 1 won, `0.5` a tie; `jpg_0` / `jpg_1` hold the
@@ -157,16 +158,11 @@ EXPORT_COLUMNS = (
 ``data.soft_labels=true`` trains on."""
 
 
-def write_pickapic(
-    db: Database, study_ref: str | int, path: Path, question: str | None = None,
-    include_incomplete: bool = False,
-) -> int:  # fmt: skip
-    """Write the majority decisions as a Pick-a-Pic parquet; return the number of rows.
-
-    One row per decided comparison: those with all their raters' votes for `question` (the
-    study's first question by default), or with any vote when `include_incomplete`.
-    `user_id` is 0 (a decision of several raters); `ranking_id` is the comparison id.
-    """
+def _decided(
+    db: Database, study_ref: str | int, question: str | None, include_incomplete: bool
+) -> tuple[list[Decision], dict[int, _ComparisonInfo], str, str]:
+    """The study's decided comparisons for ``question`` in study order, its comparisons, its name
+    and the question."""
     with db.read() as session:
         study = find_study(session, study_ref)
         study_id, study_name, k = study.id, study.name, study.raters_per_comparison
@@ -178,6 +174,20 @@ def write_pickapic(
     decided = decisions(votes, question, k, include_incomplete)
     comparisons = _comparisons(db, study_id)
     ordered = sorted(decided.values(), key=lambda d: comparisons[d.comparison_id].position)
+    return ordered, comparisons, study_name, question
+
+
+def write_pickapic(
+    db: Database, study_ref: str | int, path: Path, question: str | None = None,
+    include_incomplete: bool = False,
+) -> int:  # fmt: skip
+    """Write the majority decisions as a Pick-a-Pic parquet; return the number of rows.
+
+    One row per decided comparison: those with all their raters' votes for `question` (the
+    study's first question by default), or with any vote when `include_incomplete`.
+    `user_id` is 0 (a decision of several raters); `ranking_id` is the comparison id.
+    """
+    ordered, comparisons, study_name, question = _decided(db, study_ref, question, include_incomplete)
     per_prompt = Counter(comparisons[d.comparison_id].prompt for d in ordered)
     rows = (_pickapic_row(d, comparisons[d.comparison_id], per_prompt, study_name, question) for d in ordered)
     write_pickapic_parquet(path, rows, EXPORT_COLUMNS, rows_per_group=_BATCH)
@@ -202,6 +212,51 @@ def _pickapic_row(
             "question": question, "category": c.category,
         },
     )  # fmt: skip
+
+
+UNPAIRED_DIR = "unpaired"
+
+
+def write_unpaired(
+    db: Database, study_ref: str | int, out_dir: Path, question: str | None = None,
+    include_incomplete: bool = False,
+) -> int:  # fmt: skip
+    """Write the majority decisions as per-image labels, ``out_dir/images.jsonl`` with the
+    images beside it in ``out_dir/images/``; return the number of lines.
+
+    Each decided comparison that is not a tie gives two lines, ``{"prompt", "image",
+    "desirable"}``: the winner desirable, the loser undesirable (the conversion that
+    ``data.unpaired`` applies to pairs), with ``comparison_id`` and ``vote_share`` (the image's
+    share of the votes, a tie vote counting half). Image files are named by their content's uid,
+    so an image in several comparisons is stored once; paths in the file are relative to it.
+    """
+    ordered, comparisons, study_name, _ = _decided(db, study_ref, question, include_incomplete)
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    lines = 0
+    with (out_dir / "images.jsonl").open("w", encoding="utf-8") as handle:
+        for decision in ordered:
+            if decision.decision == 2:  # a tie: neither image is desirable
+                continue
+            c = comparisons[decision.comparison_id]
+            where = f"study {study_name!r} comparison {c.id}"
+            share_0 = vote_fraction(*decision.counts[:3])
+            for index, (root, relative) in enumerate(((c.root_0, c.path_0), (c.root_1, c.path_1))):
+                data = _read_image(root, relative, where)
+                name = f"{image_uid(data)}{Path(relative).suffix.lower() or '.png'}"
+                target = images_dir / name
+                if not target.exists():
+                    target.write_bytes(data)
+                record = {
+                    "prompt": c.prompt,
+                    "image": f"images/{name}",
+                    "desirable": decision.decision == index,
+                    "comparison_id": c.id,
+                    "vote_share": share_0 if index == 0 else 1.0 - share_0,
+                }
+                handle.write(json.dumps(record) + "\n")
+                lines += 1
+    return lines
 
 
 def evaluation_summary(
@@ -258,6 +313,8 @@ def export_study(
     pairs_path = out_dir / "pickapic.parquet"
     write_pickapic(db, study_ref, pairs_path, question, include_incomplete)
     written["pickapic"] = pairs_path
+    write_unpaired(db, study_ref, out_dir / UNPAIRED_DIR, question, include_incomplete)
+    written["unpaired"] = out_dir / UNPAIRED_DIR / "images.jsonl"
     with db.read() as session:
         kind = find_study(session, study_ref).kind
     if kind == "evaluation":

@@ -2,7 +2,7 @@
 
 An objective is a dataclass whose fields are its own config keys (``objective.<field>``, each
 with help text) and whose call is pure tensor code. It declares what the loop must compute for
-it (``needs_reference``, ``needs_losers``) and registers itself by name in :data:`OBJECTIVES`;
+it (``needs_reference``, ``needs_losers``, ``needs_unpaired``) and registers itself by name in :data:`OBJECTIVES`;
 the loop, the config and the quickstart find it there.
 """
 
@@ -59,6 +59,38 @@ class Objective(Protocol):
     def checks(self) -> list[tuple[bool, str, str]]:
         """``(ok, field, rule)`` range checks of the objective's own fields."""
         ...
+
+
+class UnpairedObjective(Objective, Protocol):
+    """An objective on single labelled images (``needs_unpaired``; KTO): the loop passes unpaired
+    batches (winner errors only, ``labels`` 1.0 desirable / 0.0 undesirable) and, with
+    ``needs_reference_point``, the step's ``reference_point`` from :meth:`reference_point`."""
+
+    needs_unpaired: ClassVar[bool]
+    needs_reference_point: ClassVar[bool]
+
+    def reference_point(self, policy_err: torch.Tensor, ref_err: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(sum, count)`` of one micro-batch's contribution to the reference point."""
+        ...
+
+    def reference_point_value(self, total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The reference point from the sums over the whole step."""
+        ...
+
+    def __call__(
+        self,
+        policy_err_w: torch.Tensor,
+        policy_err_l: torch.Tensor | None,
+        ref_err_w: torch.Tensor | None,
+        ref_err_l: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        reference_point: torch.Tensor | None = None,
+    ) -> ObjectiveOutput: ...
+
+
+def is_unpaired(objective: object) -> bool:
+    """Whether ``objective`` trains on single labelled images rather than pairs."""
+    return bool(getattr(objective, "needs_unpaired", False))
 
 
 def hard_labels_only(labels: torch.Tensor | None, name: str) -> None:

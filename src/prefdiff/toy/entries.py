@@ -80,7 +80,8 @@ def parse_entries(texts: list[str]) -> list[Entry]:
 
 def entry_config(config: Config, entry: Entry) -> Config:
     """``config`` with the entry's objective and settings, validated; an objective that trains
-    on unpaired data gets ``data.unpaired=true`` (the pairs become per-image labels)."""
+    on unpaired data gets ``data.unpaired=true`` (the pairs become per-image labels) and twice
+    the batch (counted in images), unless the entry sets one."""
     from prefdiff.objectives.base import OBJECTIVES
 
     objective = OBJECTIVES.get(entry.objective)
@@ -93,8 +94,11 @@ def entry_config(config: Config, entry: Entry) -> Config:
         )
     run = copy.deepcopy(config)
     updates: dict[str, Any] = {"objective": {"name": entry.objective}}
-    if getattr(objective, "needs_unpaired", False) and hasattr(run.data, "unpaired"):
+    if getattr(objective, "needs_unpaired", False):
+        # Per-image labels from the pairs; train.batch_size then counts images, so it is doubled
+        # to give the objective every image a paired objective sees in a step.
         updates["data"] = {"unpaired": True}
+        updates["train"] = {"batch_size": 2 * run.train.batch_size}
     try:
         merge_into(run, updates)
         merge_into(run, entry.overrides)

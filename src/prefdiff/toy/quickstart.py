@@ -198,7 +198,15 @@ def _training_key(run: Config) -> dict[str, Any]:
     key.pop("output_dir")
     key["data"].pop("path")
     key["model"].pop("path")
+    _drop_unset_later_keys(key["data"])
     return key
+
+
+def _drop_unset_later_keys(data: dict[str, Any]) -> None:
+    """Keys added after STAGE_FORMAT 2 (``data.unpaired``) enter a stage's key only when set, so
+    outputs made before them stay valid."""
+    if not data.get("unpaired"):
+        data.pop("unpaired", None)
 
 
 class StageRunner:
@@ -315,6 +323,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     # ---- 3. cache: latents and text conditioning of both pair sets, once
     data_key = asdict(config.data)
     data_key.pop("path")
+    _drop_unset_later_keys(data_key)
     cache = Stage(out, "cache", {"votes": votes.digest, "data": data_key})
 
     def make_cache() -> None:

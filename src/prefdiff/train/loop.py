@@ -23,6 +23,7 @@ from prefdiff.data.batch import PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone
 from prefdiff.models.base import Denoiser
+from prefdiff.objectives.base import is_unpaired
 from prefdiff.runlog import METRICS_FILE, drop_metrics_after
 from prefdiff.train.auto_beta import resolve_auto_beta
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
@@ -31,7 +32,7 @@ from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.run_dir import write_run_info
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
-from prefdiff.train.step import StepContext, micro_batch_loss
+from prefdiff.train.step import StepContext, micro_batch_loss, needs_reference_point, step_reference_point
 from prefdiff.train.validation import generate_images
 
 log = logging.getLogger("prefdiff.train")
@@ -184,14 +185,23 @@ def _batches(session: Session, stream: Any, collate: Any) -> Iterator[PairBatch]
 
 def _optimizer_step(session: Session, batches: Iterator[PairBatch]) -> dict[str, float]:
     """Accumulate ``accum`` micro-batches, step, and return the metrics averaged over
-    micro-batches and processes, with grad norm, lr and pairs seen."""
+    micro-batches and processes, with grad norm, lr and pairs seen.
+
+    An objective with a reference point (KTO) gets it first, from all of the step's
+    micro-batches on every process (they are drawn up front, so held in memory together)."""
     acc, config = session.accelerator, session.config
     sums: dict[str, float] = defaultdict(float)
     grad_norm = None
-    for _ in range(session.accum):
-        batch = next(batches)
+    reference_point = None
+    step_batches: list[PairBatch] = []
+    if needs_reference_point(session.ctx.objective):
+        step_batches = [next(batches) for _ in range(session.accum)]
+        reduce_sum = lambda t: acc.reduce(t, reduction="sum")  # noqa: E731
+        reference_point = step_reference_point(session.ctx, session.denoiser, step_batches, reduce_sum)
+    for index in range(session.accum):
+        batch = step_batches[index] if step_batches else next(batches)
         with acc.accumulate(session.denoiser):
-            out = micro_batch_loss(session.ctx, session.denoiser, batch)
+            out = micro_batch_loss(session.ctx, session.denoiser, batch, reference_point)
             acc.backward(out.loss)
             grad_norm = None
             if acc.sync_gradients:
@@ -269,7 +279,8 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
 
     # inputs first, so that a bad model or dataset fails before anything is written
     components = build_components(config, backbone)
-    stream, collate = build_pair_data(config.data, cfg_t.seed, components.backbone)
+    unpaired = is_unpaired(components.objective)
+    stream, collate = build_pair_data(config.data, cfg_t.seed, components.backbone, unpaired)
     if accelerator.is_main_process:
         result = components.strategy.result_path(components.backbone, run_dir).relative_to(run_dir)
         extra = {"processes": accelerator.num_processes, "grad_accum_steps": accum, "result": str(result)}

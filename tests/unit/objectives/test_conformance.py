@@ -14,6 +14,7 @@ from prefdiff.data.batch import LatentStats, PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import load_backbone
 from prefdiff.objectives import OBJECTIVES, build_objective
+from prefdiff.objectives.base import is_unpaired
 from prefdiff.train.reference import ModuleReference
 from prefdiff.train.step import StepContext, micro_batch_loss
 
@@ -37,7 +38,8 @@ def test_value_at_the_reference_and_metrics(name):
     err_w = torch.rand(5, requires_grad=True)
     err_l = torch.rand(5, requires_grad=True)
     ref_w, ref_l = err_w.detach().clone(), err_l.detach().clone()
-    out = objective(err_w, err_l if objective.needs_losers else None, ref_w, ref_l, torch.ones(5))
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]) if is_unpaired(objective) else torch.ones(5)
+    out = objective(err_w, err_l if objective.needs_losers else None, ref_w, ref_l, labels)
     assert out.loss_per_pair.shape == (5,)
     if objective.needs_reference:
         assert out.loss.item() == pytest.approx(type(objective).loss_at_reference, abs=1e-6)
@@ -59,15 +61,27 @@ def test_loop_runs_only_what_the_objective_declares(name, tiny_sd):
     backbone = load_backbone(tiny_sd)
     objective = OBJECTIVES.get(name)()
     shape = (2, 4, 4, 4)
-    batch = PairBatch(
-        slots=[0, 1],
-        labels=torch.ones(2),
-        original_size=torch.full((4, 2), 32),
-        crop_top_left=torch.zeros(4, 2),
-        prompt_cond=backbone.encode_prompts(["a", "b"]),
-        winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-        loser_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-    )
+    if is_unpaired(objective):  # two single images, one desirable and one not
+        batch = PairBatch(
+            slots=[0, 1],
+            labels=torch.tensor([1.0, 0.0]),
+            original_size=torch.full((2, 2), 32),
+            crop_top_left=torch.zeros(2, 2),
+            prompt_cond=backbone.encode_prompts(["a", "b"]),
+            winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
+            unpaired=True,
+            mismatched_prompt_cond=backbone.encode_prompts(["b", "a"]),
+        )
+    else:
+        batch = PairBatch(
+            slots=[0, 1],
+            labels=torch.ones(2),
+            original_size=torch.full((4, 2), 32),
+            crop_top_left=torch.zeros(4, 2),
+            prompt_cond=backbone.encode_prompts(["a", "b"]),
+            winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
+            loser_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
+        )
     seen: list[int] = []
     handle = backbone.denoiser.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
     reference = ModuleReference(backbone.denoiser) if objective.needs_reference else _Refusing()
