@@ -213,6 +213,15 @@ def build_cache(
     """
     from tqdm.auto import tqdm
 
+    from prefdiff.data.unpaired import images_file
+
+    images = images_file(data.path) if data.path else None
+    if images is not None:
+        raise DataError(
+            f"{images}: per-image labels; the latent cache holds pairs. Train kto on the images.jsonl directly, "
+            "or cache pair data and train it with data.unpaired=true"
+        )
+
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / INFO_FILE
     expected = _cache_identity(backbone, data, settings)

@@ -111,5 +111,7 @@ def test_each_objective_refuses_the_other_kind_of_data(tiny_sd, shapes_parquet, 
         _data(shapes_parquet, "data.unpaired=true")
     with pytest.raises(ConfigError, match=r"'data.unpaired' is true with data.drop_ties=false"):
         _data(shapes_parquet, "objective.name=kto", "data.unpaired=true", "data.drop_ties=false")
+    with pytest.raises(DataError, match=r"per-image labels; the latent cache holds pairs"):
+        build_cache(backbone, _data(path), tmp_path / "cache", CacheSettings(resolution=32), progress=False)
     stream, collate = build_pair_data(_data(path, "objective.name=kto"), 0, backbone, unpaired=True)
     assert isinstance(stream, ImageStream) and collate is collate_unpaired
