@@ -345,7 +345,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         stage = Stage(out, entry.dir_name, {"cache": cache.digest, "config": _training_key(run)})
         what = (
             f"{entry.text}: {objective_help(OBJECTIVES.get(entry.objective))}, {run.train.max_steps} steps of "
-            f"{run.train.batch_size} pairs"
+            f"{run.train.batch_size} {'images' if run.data.unpaired else 'pairs'}"
         )
         run_stage(number, stage, entry.dir_name, what, functools.partial(_train_or_resume, run, stage.dir))
         trained[entry.dir_name] = stage
