@@ -508,8 +508,9 @@ def validate(config: Config) -> None:
             f"config key 'data.soft_labels' is true but objective {config.objective.name!r} takes hard labels only; "
             "use an objective with a soft-label loss (dpo, ipo) or set data.soft_labels=false"
         )
-    unpaired_objective = bool(getattr(config.objective.options, "needs_unpaired", False))
-    if config.data.unpaired and not unpaired_objective:
+    from prefdiff.objectives.base import is_unpaired
+
+    if config.data.unpaired and not is_unpaired(config.objective.options):
         raise ConfigError(
             f"config key 'data.unpaired' is true but objective {config.objective.name!r} trains on pairs; "
             "use an objective on per-image labels (kto) or set data.unpaired=false"

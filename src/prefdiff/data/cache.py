@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
 from prefdiff.data.batch import LatentStats, PairBatch
-from prefdiff.data.dataset import TRANSFORM_STREAM, epoch_permutation
+from prefdiff.data.dataset import TRANSFORM_STREAM, EpochOrder
 from prefdiff.data.readers import iter_pairs
 from prefdiff.data.report import ReadReport
 from prefdiff.data.schema import PreferencePair, open_image
@@ -347,7 +347,7 @@ class CachedPairStream(Dataset):
             total = min(total, data.max_pairs)
         self.size = total
         self.locations: list[tuple[int, int]] = [(s, r) for s, n in enumerate(counts) for r in range(n)][:total]
-        self._perms: dict[int, torch.Tensor] = {}
+        self._pair_index = EpochOrder(seed, total)
         self._handles: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -359,12 +359,6 @@ class CachedPairStream(Dataset):
         if shard not in self._handles:
             self._handles[shard] = safe_open(str(self.path / self.info["shards"][shard]["file"]), framework="pt")
         return self._handles[shard]
-
-    def _pair_index(self, slot: int) -> int:
-        epoch, offset = divmod(slot, self.size)
-        if epoch not in self._perms:
-            self._perms = {epoch: epoch_permutation(self.seed, epoch, self.size)}
-        return int(self._perms[epoch][offset])
 
     def __getitem__(self, slot: int) -> dict[str, Any]:
         shard, row = self.locations[self._pair_index(slot)]

@@ -49,6 +49,26 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
     return torch.randperm(size, generator=pair_generator(seed, epoch, stream=2))
 
 
+class EpochOrder:
+    """Slot -> position in a sequence of ``size`` items: ``perm_e[s % size]`` with the seeded
+    :func:`epoch_permutation` of epoch ``e = s // size`` (the latest epoch's kept), or
+    ``s % size`` unshuffled. Shared by every in-memory slot dataset and the latent cache."""
+
+    def __init__(self, seed: int, size: int, shuffle: bool = True) -> None:
+        self.seed = seed
+        self.size = size
+        self.shuffle = shuffle
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def __call__(self, slot: int) -> int:
+        epoch, offset = divmod(slot, self.size)
+        if not self.shuffle:
+            return offset
+        if epoch not in self._perms:
+            self._perms = {epoch: epoch_permutation(self.seed, epoch, self.size)}
+        return int(self._perms[epoch][offset])
+
+
 class SlotDataset(Dataset):
     """Map-style dataset indexed by slot (any non-negative int): decode, substitute, transform."""
 
@@ -138,18 +158,10 @@ class PairStream(SlotDataset):
         super().__init__(resolution, seed, center_crop, random_flip, strict, soft_labels)
         self.pairs = pairs
         self.shuffle = shuffle
-        self._perms: dict[int, torch.Tensor] = {}
+        self.pair_index = EpochOrder(seed, len(pairs), shuffle)
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def pair_index(self, slot: int) -> int:
-        epoch, offset = divmod(slot, len(self.pairs))
-        if not self.shuffle:
-            return offset
-        if epoch not in self._perms:
-            self._perms = {epoch: epoch_permutation(self.seed, epoch, len(self.pairs))}
-        return int(self._perms[epoch][offset])
 
     def candidate(self, slot: int, attempt: int) -> Candidate:
         pair = self.pairs[self.pair_index(slot + attempt)]
@@ -268,6 +280,7 @@ def build_pair_stream(config: DataConfig, seed: int) -> SlotDataset:
 
 
 __all__ = [
+    "EpochOrder",
     "PairStream",
     "SlotBatchSampler",
     "SlotDataset",

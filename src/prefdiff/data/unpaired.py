@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from prefdiff.config import DataConfig
 from prefdiff.data.batch import LatentStats, PairBatch
-from prefdiff.data.dataset import MAX_SUBSTITUTES, TRANSFORM_STREAM, SlotDataset, epoch_permutation
+from prefdiff.data.dataset import MAX_SUBSTITUTES, TRANSFORM_STREAM, EpochOrder, SlotDataset
 from prefdiff.data.report import ReadReport, Reject
 from prefdiff.data.schema import ImageSource, check_image, image_source, open_image
 from prefdiff.data.transforms import transform_images
@@ -131,16 +131,13 @@ class ImageStream(Dataset):
         self.config = config
         self.seed = seed
         self.substitutions: Counter[str] = Counter()
-        self._perms: dict[int, torch.Tensor] = {}
+        self._index = EpochOrder(seed, len(images))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def record(self, slot: int) -> LabelledImage:
-        epoch, offset = divmod(slot, len(self.images))
-        if epoch not in self._perms:
-            self._perms = {epoch: epoch_permutation(self.seed, epoch, len(self.images))}
-        return self.images[int(self._perms[epoch][offset])]
+        return self.images[self._index(slot)]
 
     def __getitem__(self, slot: int) -> dict[str, Any]:
         for attempt in range(MAX_SUBSTITUTES):

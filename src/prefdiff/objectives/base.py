@@ -89,8 +89,14 @@ class UnpairedObjective(Objective, Protocol):
 
 
 def is_unpaired(objective: object) -> bool:
-    """Whether ``objective`` trains on single labelled images rather than pairs."""
+    """Whether ``objective`` (an instance or its class) trains on single labelled images rather
+    than pairs."""
     return bool(getattr(objective, "needs_unpaired", False))
+
+
+def needs_reference_point(objective: object) -> bool:
+    """Whether the loop must compute ``objective``'s per-step reference point (KTO)."""
+    return bool(getattr(objective, "needs_reference_point", False))
 
 
 def hard_labels_only(labels: torch.Tensor | None, name: str) -> None:

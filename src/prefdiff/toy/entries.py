@@ -82,7 +82,7 @@ def entry_config(config: Config, entry: Entry) -> Config:
     """``config`` with the entry's objective and settings, validated; an objective that trains
     on unpaired data gets ``data.unpaired=true`` (the pairs become per-image labels) and twice
     the batch (counted in images), unless the entry sets one."""
-    from prefdiff.objectives.base import OBJECTIVES
+    from prefdiff.objectives.base import OBJECTIVES, is_unpaired
 
     objective = OBJECTIVES.get(entry.objective)
     own = {f.name for f in dataclasses.fields(objective)}
@@ -94,7 +94,7 @@ def entry_config(config: Config, entry: Entry) -> Config:
         )
     run = copy.deepcopy(config)
     updates: dict[str, Any] = {"objective": {"name": entry.objective}}
-    if getattr(objective, "needs_unpaired", False):
+    if is_unpaired(objective):
         # Per-image labels from the pairs; train.batch_size then counts images, so it is doubled
         # to give the objective every image a paired objective sees in a step.
         updates["data"] = {"unpaired": True}

@@ -23,7 +23,7 @@ from prefdiff.data.batch import PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import Backbone
 from prefdiff.models.base import Denoiser
-from prefdiff.objectives.base import is_unpaired
+from prefdiff.objectives.base import is_unpaired, needs_reference_point
 from prefdiff.runlog import METRICS_FILE, drop_metrics_after
 from prefdiff.train.auto_beta import resolve_auto_beta
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
@@ -32,7 +32,7 @@ from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.run_dir import write_run_info
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
-from prefdiff.train.step import StepContext, micro_batch_loss, needs_reference_point, step_reference_point
+from prefdiff.train.step import StepContext, micro_batch_loss, step_reference_point
 from prefdiff.train.validation import generate_images
 
 log = logging.getLogger("prefdiff.train")

@@ -25,10 +25,6 @@ class StepContext:
     device: torch.device
 
 
-def needs_reference_point(objective: Objective) -> bool:
-    return bool(getattr(objective, "needs_reference_point", False))
-
-
 def step_reference_point(
     ctx: StepContext,
     denoiser: Denoiser,
