@@ -52,6 +52,16 @@ def test_wilson_edges() -> None:
     assert low == pytest.approx(0.0) and 0.15 < high < 0.17
 
 
+@pytest.mark.parametrize("n", range(1, 40))
+def test_wilson_interval_holds_its_point_at_the_edges(n) -> None:
+    """0 of n and n of n: the ends are exactly 0 and 1 (in floating point, 0 of 7 used to give a
+    low end of 2.8e-17 above the point, and the report's error bars refused it)."""
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+    for k in range(n + 1):
+        low, high = wilson_interval(k, n)
+        assert low <= k / n <= high
+
+
 def test_win_rate_counts_ties_half() -> None:
     """3 wins, 1 loss, 2 ties: (3 + 1) / 6."""
     result = win_rate([0, 0, 0, 1, TIE, TIE])

@@ -62,7 +62,9 @@ def win_rate_plot(path: Path, rows: Sequence[tuple[str, float, float, float]], t
     figure, axes = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2), dpi=100)
     labels = [row[0] for row in rows]
     rates = [row[1] for row in rows]
-    errors = [[row[1] - row[2] for row in rows], [row[3] - row[1] for row in rows]]
+    # clamped at 0: an interval computed in floating point can end a rounding error inside its point
+    # (a 0% or 100% win rate), and matplotlib refuses a negative error bar
+    errors = [[max(0.0, row[1] - row[2]) for row in rows], [max(0.0, row[3] - row[1]) for row in rows]]
     positions = list(range(len(rows)))[::-1]
     axes.barh(positions, rates, xerr=errors, color="#4c78a8", capsize=3, height=0.6)
     for position, row in zip(positions, rows, strict=True):  # the figure right of its interval
