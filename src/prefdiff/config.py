@@ -62,6 +62,18 @@ class ModelConfig:
         "FLUX.1 checkpoints with a guidance embedding (FLUX.1-dev): the guidance value fed to the transformer "
         "while training (diffusers' FLUX training scripts use 3.5). Ignored by other families.",
     )
+    timestep_spacing: Literal["leading", "trailing", "linspace"] | None = _f(
+        None,
+        "UNet families: the timestep spacing of the pipeline's sampler for validation images (None: the scheduler's "
+        "own). SDXL-Turbo samples with trailing: its 4 steps are 999, 749, 499, 249.",
+    )
+    zero_terminal_snr: bool = _f(
+        False,
+        "UNet families: rescale the noise schedule so that the last timestep is pure noise (Lin et al. 2023, "
+        "'Common Diffusion Noise Schedules and Sample Steps are Flawed'), through the scheduler's "
+        "rescale_betas_zero_snr, for training and for validation images alike. Needs a v-prediction model: at zero "
+        "SNR an epsilon target equals the input and says nothing about the image.",
+    )
     max_sequence_length: int | None = _f(
         None,
         "Flow families: T5 prompt tokens (the pipelines' defaults: 256 for SD3, 512 for FLUX.1 when null). A "
@@ -281,6 +293,12 @@ class TrainConfig:
         False, "Recompute the denoiser's activations in the backward pass to save memory."
     )
     seed: int = _f(0, "Seed for data order, noise, timesteps and initialisation.")
+    timesteps: list[int] | None = _f(
+        None,
+        "UNet families: train on this discrete set of timesteps only, each pair drawing one of them uniformly "
+        "(few-step models: [249, 499, 749, 999] are the four steps SDXL-Turbo samples with trailing spacing). "
+        "None: every timestep in [0, num_train_timesteps).",
+    )
     checkpoint_every: int = _f(500, "Save a resumable checkpoint every N optimizer steps (0: never).")
     keep_last: int = _f(2, "Keep only the last K checkpoints.")
     log_every: int = _f(1, "Log metrics every N optimizer steps.")
@@ -493,6 +511,16 @@ def validate(config: Config) -> None:
             "must be epsilon or v_prediction",
         ),
         (config.model.logit_std > 0, "model.logit_std", "must be > 0"),
+        (
+            config.train.timesteps is None
+            or (
+                len(config.train.timesteps) >= 1
+                and all(t >= 0 for t in config.train.timesteps)
+                and len(set(config.train.timesteps)) == len(config.train.timesteps)
+            ),
+            "train.timesteps",
+            "must be a non-empty list of distinct timesteps >= 0, or null",
+        ),
         (
             config.model.max_sequence_length is None or 1 <= config.model.max_sequence_length <= 512,
             "model.max_sequence_length",

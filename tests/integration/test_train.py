@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
+from prefdiff.errors import ConfigError
 from prefdiff.models import load_backbone
 from prefdiff.models.lora import lora_state_dict
 from prefdiff.objectives import OBJECTIVES
@@ -315,3 +317,23 @@ def test_resuming_from_an_older_checkpoint_abandons_later_ones(tiny_sd, shapes_p
         resume=str(older),
     )
     assert [p.name for p in list_checkpoints(run)] == ["step_0000001", "step_0000002"]
+
+
+def test_a_timestep_set_survives_resume(tiny_sd, shapes_parquet, tmp_path):
+    """train.timesteps: 4 steps straight equal 2 + resume to 4, the run directory records the set,
+    and a resume that drops the set is refused (it would train the rest on other timesteps)."""
+    common = ("train.checkpoint_every=2", "train.timesteps=[249,499,749,999]")
+    straight = tiny_config(tiny_sd, shapes_parquet, tmp_path / "straight", "train.max_steps=4", *common)
+    train(straight)
+    train(tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common))
+    recorded = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
+    assert recorded["train"]["timesteps"] == [249, 499, 749, 999]
+    dropped = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=4")
+    with pytest.raises(ConfigError, match=r"train.timesteps.*records \[249, 499, 749, 999\].*None"):
+        train(dropped, resume="latest")
+    train(tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=4", *common), resume="latest")
+    assert_same_weights(lora_weights(tmp_path / "resumed"), lora_weights(tmp_path / "straight"), atol=1e-7)
+    full_range = tiny_config(tiny_sd, shapes_parquet, tmp_path / "full", "train.max_steps=4")
+    train(full_range)
+    with pytest.raises(AssertionError):  # the set changed the updates
+        assert_same_weights(lora_weights(tmp_path / "full"), lora_weights(tmp_path / "straight"), atol=1e-7)

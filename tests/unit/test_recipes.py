@@ -42,11 +42,24 @@ def test_composed_recipe_sets_what_the_old_file_set(name):
 
 
 FLOW_RECIPES = {"sd35_medium_dpo_lora", "flux_dev_dpo_lora", "flux_dev_dpo_full"}
+FEW_STEP_RECIPES = {"sdxl_turbo_dpo_lora"}
 
 
 def test_listed_recipes_are_the_snapshot_and_the_flow_recipes_and_parts_are_hidden():
-    assert list_recipes() == sorted(set(SNAPSHOT) | FLOW_RECIPES)
+    assert list_recipes() == sorted(set(SNAPSHOT) | FLOW_RECIPES | FEW_STEP_RECIPES)
     assert {"_paper", "_sd15", "_sdxl", "_tiny", "_flow"} <= set(list_recipes(include_parts=True))
+
+
+def test_turbo_recipe_trains_on_turbos_four_timesteps_and_validates_like_turbo_samples():
+    """SDXL-Turbo's settings: the four trailing timesteps, 512 px, 4-step guidance-free validation,
+    and the SDXL paper recipe for everything else; no zero-terminal-SNR rescaling (epsilon)."""
+    config = load_config("sdxl_turbo_dpo_lora", [])
+    sdxl = load_config("sdxl_dpo_lora", [])
+    assert config.train.timesteps == [249, 499, 749, 999] and config.model.timestep_spacing == "trailing"
+    assert (config.train.validation_steps, config.train.validation_guidance_scale) == (4, 0.0)
+    assert config.data.resolution == 512 and not config.model.zero_terminal_snr
+    assert (config.optim.name, config.optim.lr, config.objective.beta) == (sdxl.optim.name, sdxl.optim.lr, 5000)
+    assert config.lora.enabled and config.lora.rank == 64
 
 
 def test_flow_recipes_set_bf16_checkpointing_and_their_strategy():

@@ -21,7 +21,7 @@ import torch
 
 from prefdiff.config import ModelConfig
 from prefdiff.data.batch import Conditioning, LatentStats, PairBatch
-from prefdiff.errors import ModelLoadError
+from prefdiff.errors import ConfigError, ModelLoadError
 from prefdiff.registry import Registry
 
 # The trainable network of a family: a diffusers model (UNet2DConditionModel, SD3Transformer2DModel,
@@ -134,6 +134,7 @@ class Backbone:
         self.components = components
         self.vae = components["vae"]
         self.noise_scheduler = components["noise_scheduler"]
+        self.timestep_set: tuple[int, ...] | None = None  # train.timesteps: a discrete set to draw from
         self.scaling_factor: float = float(self.vae.config.scaling_factor)
         self.shift_factor: float = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
@@ -153,6 +154,16 @@ class Backbone:
         """Load the components from a pipeline directory (fp32, on CPU, frozen); ``options`` are
         the run's ``model.*`` keys (prediction type, noise-level density, T5 length, ...)."""
         options = options if options is not None else ModelConfig()
+        if options.zero_terminal_snr and cls.flow_matching:
+            raise ConfigError(
+                f"config key 'model.zero_terminal_snr': {cls.family} is a flow family, whose schedule already ends "
+                "in pure noise (sigma = 1); the rescaling is for the UNet families"
+            )
+        if options.timestep_spacing is not None and cls.flow_matching:
+            raise ConfigError(
+                f"config key 'model.timestep_spacing': {cls.family} samples its flow with its own sigmas; the "
+                "spacing is for the UNet families"
+            )
         for name in (cls.denoiser_name, "vae", "scheduler", *cls.text_components):
             if not (path / name).is_dir():
                 raise ModelLoadError(f"{path}: pipeline directory lacks the '{name}' sub-folder")
@@ -195,6 +206,16 @@ class Backbone:
             else:
                 module.to(device=device, dtype=target_dtype)
         return self
+
+    def use_timesteps(self, timesteps: list[int] | None) -> None:
+        """Draw training timesteps from ``timesteps`` only (``train.timesteps``; None: the full
+        range). Families without a discrete schedule refuse a set."""
+        if timesteps is not None:
+            raise ConfigError(
+                f"config key 'train.timesteps': {self.family} draws continuous noise levels; a discrete timestep "
+                "set is for the UNet families (sd, sdxl)"
+            )
+        self.timestep_set = None
 
     # ---------------------------------------------------------------- encoding
 
@@ -312,6 +333,18 @@ class Backbone:
     def pipeline(self, denoiser: Denoiser | None = None) -> Any:
         """A diffusers text-to-image pipeline over these components (optionally another denoiser)."""
         raise NotImplementedError
+
+    @classmethod
+    def image_to_image_class(cls) -> Any:
+        """The diffusers image-to-image pipeline class of this family (SDEdit from a layout)."""
+        raise NotImplementedError
+
+    def image_to_image_pipeline(self, pipe: Any) -> Any:
+        """The image-to-image pipeline over the components of ``pipe`` (``from_pipe``: the same
+        modules, LoRA and scheduler, nothing loaded or copied)."""
+        img2img = self.image_to_image_class().from_pipe(pipe)
+        img2img.scheduler = pipe.scheduler
+        return img2img
 
     def save_lora(self, denoiser: Denoiser, out_dir: Path) -> Path:
         """Write the denoiser's LoRA as ``pytorch_lora_weights.safetensors``, loadable by

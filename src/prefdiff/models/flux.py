@@ -62,6 +62,12 @@ class FluxBackbone(FlowBackbone):
         }
 
     @classmethod
+    def image_to_image_class(cls) -> Any:
+        from diffusers import FluxImg2ImgPipeline
+
+        return FluxImg2ImgPipeline
+
+    @classmethod
     def pipeline_class(cls) -> Any:
         from diffusers import FluxPipeline
 

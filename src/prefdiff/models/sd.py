@@ -41,6 +41,12 @@ class SDBackbone(DDPMBackbone):
         return denoiser(problem.noisy, problem.timesteps, encoder_hidden_states=cond["encoder_hidden_states"]).sample
 
     @classmethod
+    def image_to_image_class(cls) -> Any:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        return StableDiffusionImg2ImgPipeline
+
+    @classmethod
     def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusionPipeline
 

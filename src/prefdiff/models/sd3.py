@@ -55,6 +55,12 @@ class SD3Backbone(FlowBackbone):
         }
 
     @classmethod
+    def image_to_image_class(cls) -> Any:
+        from diffusers import StableDiffusion3Img2ImgPipeline
+
+        return StableDiffusion3Img2ImgPipeline
+
+    @classmethod
     def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusion3Pipeline
 

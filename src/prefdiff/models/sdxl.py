@@ -75,6 +75,12 @@ class SDXLBackbone(DDPMBackbone):
         ).sample
 
     @classmethod
+    def image_to_image_class(cls) -> Any:
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        return StableDiffusionXLImg2ImgPipeline
+
+    @classmethod
     def pipeline_class(cls) -> Any:
         from diffusers import StableDiffusionXLPipeline
 

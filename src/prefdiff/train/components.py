@@ -27,9 +27,14 @@ class Components:
 
 
 def build_components(config: Config, backbone: Backbone | None = None) -> Components:
-    """The model (loaded from ``model.path`` unless given), the objective and the strategy."""
+    """The model (loaded from ``model.path`` unless given), the objective and the strategy. The
+    model draws from ``train.timesteps`` when set (a given model keeps its own set otherwise)."""
     objective = build_objective(config.objective)
-    backbone = backbone or load_backbone(config.model.path, config.model)
+    if backbone is None:
+        backbone = load_backbone(config.model.path, config.model)
+        backbone.use_timesteps(config.train.timesteps)
+    elif config.train.timesteps is not None:
+        backbone.use_timesteps(config.train.timesteps)
     return Components(backbone, objective, build_strategy(config.lora))
 
 

@@ -29,7 +29,7 @@ from prefdiff.train.auto_beta import resolve_auto_beta
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
-from prefdiff.train.run_dir import write_run_info
+from prefdiff.train.run_dir import check_resume_settings, write_run_info
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
 from prefdiff.train.step import StepContext, micro_batch_loss, step_reference_point
@@ -276,6 +276,8 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     accum = _accumulation_steps(config, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
     resume_path = resolve_resume(run_dir, resume)
+    if resume_path is not None:
+        check_resume_settings(run_dir, config)
 
     # inputs first, so that a bad model or dataset fails before anything is written
     components = build_components(config, backbone)

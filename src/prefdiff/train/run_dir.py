@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefdiff.config import Config, dump_yaml
+import yaml
+
+from prefdiff.config import Config, dump_yaml, to_dict
+from prefdiff.errors import ConfigError
+
+# Keys that change which denoising problems a run trains on: a resumed run must keep them, or its
+# second half trains another model than its first (and the recorded config.yaml would be wrong).
+RESUME_FIXED_KEYS = ("train.timesteps", "model.zero_terminal_snr", "model.prediction_type")
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -29,6 +36,24 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
+
+
+def check_resume_settings(run_dir: Path, config: Config) -> None:
+    """Refuse to resume ``run_dir`` when ``config`` differs from its recorded ``config.yaml`` in
+    one of :data:`RESUME_FIXED_KEYS` (a key absent from an older record counts as its default)."""
+    recorded_file = run_dir / "config.yaml"
+    if not recorded_file.is_file():
+        return
+    recorded = yaml.safe_load(recorded_file.read_text()) or {}
+    now, defaults = to_dict(config), to_dict(Config())
+    for dotted in RESUME_FIXED_KEYS:
+        section, key = dotted.split(".")
+        before = recorded.get(section, {}).get(key, defaults[section][key])
+        if before != now[section][key]:
+            raise ConfigError(
+                f"config key '{dotted}': {recorded_file} records {before!r} but the resumed run has "
+                f"{now[section][key]!r}; resume with {dotted}={json.dumps(before)} (or start a new run directory)"
+            )
 
 
 def write_run_info(run_dir: Path, config: Config, extra: dict[str, Any] | None = None) -> None:
