@@ -179,35 +179,59 @@ def generate(
         str, typer.Option(help="Sampler: default (the pipeline's), ddim, euler, euler_a, dpmpp, pndm.")
     ] = "default",
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
+    timestep_spacing: Annotated[
+        str | None,
+        typer.Option(
+            help="UNet families: the sampler's timestep spacing, leading, trailing or linspace (default: the "
+            "scheduler's own). Few-step models such as SDXL-Turbo sample with trailing."
+        ),
+    ] = None,
+    zero_terminal_snr: Annotated[
+        bool,
+        typer.Option(help="Sample with the zero-terminal-SNR schedule (a run trained with model.zero_terminal_snr)."),
+    ] = False,
+    init_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image-to-image (SDEdit): start every image from a layout: an image file, a folder (one per prompt, "
+            "sorted), or a .jsonl of {prompt, image} (then --prompts may be left out). Needs --strength."
+        ),
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option(help="With --init-images: how far the layout is noised, 0 (kept) to 1 (pure noise)."),
+    ] = None,
 ) -> None:
     """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned denoiser), for
-    explicit prompts and seeds or for a whole prompt set with paired seeds. Resumable."""
+    explicit prompts and seeds or for a whole prompt set with paired seeds, from noise or from
+    layout images (--init-images). Resumable."""
     _quiet_libraries()
     from prefdiff.errors import PrefdiffError
     from prefdiff.evaluate.generate import SamplerSettings, generate_pngs, generate_prompt_set
+    from prefdiff.evaluate.init_images import layouts_file
 
-    if (prompt is None) == (prompts is None):
-        raise PrefdiffError("give either --prompt (one or more) or --prompts FILE")
-    settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
-    if prompts is not None:
+    layouts_are_prompts = init_images is not None and layouts_file(init_images) and prompt is None
+    if prompt is not None and prompts is not None or (prompt is None and prompts is None and not layouts_are_prompts):
+        raise PrefdiffError("give either --prompt (one or more) or --prompts FILE (or --init-images a .jsonl)")
+    settings = SamplerSettings(
+        steps, guidance_scale, resolution, negative_prompt, scheduler, timestep_spacing, zero_terminal_snr, strength
+    )
+    if prompt is None:
         base_seed = (seed or [0])[0]
         paths = generate_prompt_set(
-            model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size
+            model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size, init_images
         )
     else:
         paths = generate_pngs(
             model,
-            prompt or [],
+            prompt,
             seed or [0],
             out,
             lora=lora,
             denoiser=denoiser,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            resolution=resolution,
-            negative_prompt=negative_prompt,
-            scheduler=scheduler,
             batch_size=batch_size,
+            settings=settings,
+            init_images=init_images,
         )
     typer.echo(f"{len(paths)} image(s) in {out} (manifest.jsonl beside them)")
 
@@ -222,12 +246,19 @@ def compare(
     out: Annotated[Path, typer.Option(help="Directory for summary.json, scores.jsonl and report.html.")],
     tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+    allow_sampler_mismatch: Annotated[
+        bool,
+        typer.Option(
+            help="Pair runs sampled differently (steps, guidance, scheduler, spacing, strength), e.g. a 4-step "
+            "model against a 25-step one; refused by default."
+        ),
+    ] = False,
 ) -> None:
     """Paired win rate of RUN_A over RUN_B by a reward model, with error bars, and an HTML report."""
     _quiet_libraries()
     from prefdiff.evaluate.compare import compare_runs
 
-    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size)
+    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch)
     low, high = summary["win_rate_ci"]
     typer.echo(
         f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: "
@@ -415,6 +446,28 @@ def toy_shapes(
             raise ConfigError(f"{name} must be >= 1 (got {value})")
     path = write_shapes_parquet(out, num_rows=rows, size=size, seed=seed)
     typer.echo(f"{rows} shape pairs written to {path}; train with data.path={path}")
+
+
+@toy_app.command("layouts")
+def toy_layouts(
+    out: Annotated[Path, typer.Option(help="Folder for images/ and layouts.jsonl.")],
+    per_caption: Annotated[int, typer.Option(help="Layouts per held-out caption (6 captions).")] = 24,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the places, sizes and fields.")] = 0,
+) -> None:
+    """Draw colour layouts (a soft blob of the caption's colour on a plain field, at a random place
+    and size) for the held-out captions; `prefdiff generate --init-images DIR/layouts.jsonl` edits them."""
+    from prefdiff.errors import ConfigError
+    from prefdiff.toy.layouts import write_layouts
+
+    for name, value in (("--per-caption", per_caption), ("--size", size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1 (got {value})")
+    path = write_layouts(out, per_caption, seed, size=size)
+    typer.echo(
+        f"{sum(1 for _ in path.read_text().splitlines())} layouts written to {path}; generate from them with "
+        f"`prefdiff generate --model BASE --init-images {path} --strength 0.7 --out DIR`"
+    )
 
 
 def main() -> None:

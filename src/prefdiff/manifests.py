@@ -5,9 +5,12 @@ A run directory holds the images and ``manifest.jsonl``, one JSON object per ima
     {"prompt": str, "prompt_index": int, "image_index": int, "seed": int,
      "file": "relative/path.png", "category": str | null, "model": str, "lora": str | null}
 
-(other keys, e.g. "unet", "steps", "guidance_scale", are allowed; "unet" is read). Two runs are
-paired when they hold the same (prompt_index, image_index) set and each key has the same prompt
-and seed in both: the same prompt from the same starting noise.
+(other keys are allowed; "unet", "init_image" and the sampler settings of :data:`SAMPLER_KEYS`
+are read). Two runs are paired when they hold the same (prompt_index, image_index) set and each
+key has the same prompt, seed and starting image (``init_image``, for image-to-image runs) in
+both: the same prompt from the same starting noise. Runs sampled differently (another step
+count, guidance, sampler, spacing or strength) are refused too unless the caller allows it: a
+4-step run against a 25-step one measures the sampler as much as the model.
 
 The one reader for `prefdiff compare`, `label-ai`, the toy and the label app. Standard library
 only, so the label app (which never imports torch) uses it too.
@@ -16,7 +19,7 @@ only, so the label app (which never imports torch) uses it too.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +28,18 @@ from prefdiff.jsonl import json_lines
 
 MANIFEST_NAME = "manifest.jsonl"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
+
+SAMPLER_KEYS = (
+    "steps",
+    "guidance_scale",
+    "negative_prompt",
+    "scheduler",
+    "resolution",
+    "timestep_spacing",
+    "zero_terminal_snr",
+    "strength",
+)
+"""The manifest keys that say how an image was sampled (absent counts as null)."""
 
 ImageKey = tuple[int, int]
 """(prompt_index, image_index)."""
@@ -45,8 +60,9 @@ class UnpairedRunsError(ManifestError):
         only_a: list[ImageKey] | None = None,
         only_b: list[ImageKey] | None = None,
         mismatch: tuple[ImageKey, str, Any, Any] | None = None,
+        hint: str = "generate both from the same prompt file and base seed",
     ) -> None:
-        self.run_a, self.run_b = run_a, run_b
+        self.run_a, self.run_b, self.hint = run_a, run_b, hint
         self.only_a, self.only_b = only_a or [], only_b or []
         self.key: ImageKey | None = mismatch[0] if mismatch else None
         self.field: str | None = mismatch[1] if mismatch else None
@@ -62,8 +78,7 @@ class UnpairedRunsError(ManifestError):
                 f"only in A {self.only_a[:5]}, only in B {self.only_b[:5]}"
             )
         return (
-            f"{prefix}: image {self.key} has {self.field} {self.value_a!r} in A and {self.value_b!r} in B "
-            f"(generate both from the same prompt file and base seed)"
+            f"{prefix}: image {self.key} has {self.field} {self.value_a!r} in A and {self.value_b!r} in B ({self.hint})"
         )
 
 
@@ -80,6 +95,8 @@ class ManifestImage:
     model: str
     lora: str | None
     unet: str | None = None  # optional key: a tuned UNet replacing the pipeline's
+    init_image: str | None = None  # optional key: the starting image of an image-to-image run
+    sampler: dict[str, Any] = field(default_factory=dict, compare=False)  # the SAMPLER_KEYS present
 
     @property
     def key(self) -> ImageKey:
@@ -157,6 +174,7 @@ def _image(row: dict[str, Any], run_dir: Path, where: str) -> ManifestImage:
     category = _optional_string(row, "category", where)
     lora = _optional_string(row, "lora", where)
     unet = _optional_string(row, "unet", where)
+    init_image = _optional_string(row, "init_image", where)
     return ManifestImage(
         prompt=required(row, "prompt", str, where),
         prompt_index=required(row, "prompt_index", int, where),
@@ -167,6 +185,8 @@ def _image(row: dict[str, Any], run_dir: Path, where: str) -> ManifestImage:
         model=required(row, "model", str, where),
         lora=lora,
         unet=unet,
+        init_image=init_image,
+        sampler={key: row[key] for key in SAMPLER_KEYS if key in row},
     )
 
 
@@ -186,12 +206,13 @@ def read_manifest(run_dir: Path) -> dict[ImageKey, ManifestImage]:
     return images
 
 
-def pair_runs(run_a: Path, run_b: Path) -> ImagePairs:
+def pair_runs(run_a: Path, run_b: Path, allow_sampler_mismatch: bool = False) -> ImagePairs:
     """The images of two runs paired by (prompt_index, image_index), in key order.
 
     Refuses (``UnpairedRunsError``) runs whose key sets differ or where one key has a different
-    prompt or seed: a comparison must be the same prompt from the same noise, or its win rate
-    means nothing.
+    prompt, seed or starting image: a comparison must be the same prompt from the same noise, or
+    its win rate means nothing. Also refuses images sampled with different :data:`SAMPLER_KEYS`
+    unless ``allow_sampler_mismatch`` (comparing a few-step model with a many-step one on purpose).
     """
     images_a, images_b = read_manifest(run_a), read_manifest(run_b)
     only_a, only_b = sorted(images_a.keys() - images_b.keys()), sorted(images_b.keys() - images_a.keys())
@@ -200,8 +221,17 @@ def pair_runs(run_a: Path, run_b: Path) -> ImagePairs:
     pairs: ImagePairs = []
     for key in sorted(images_a):
         a, b = images_a[key], images_b[key]
-        for field, value_a, value_b in (("prompt", a.prompt, b.prompt), ("seed", a.seed, b.seed)):
+        checks = [("prompt", a.prompt, b.prompt), ("seed", a.seed, b.seed), ("init_image", a.init_image, b.init_image)]
+        for name, value_a, value_b in checks:
             if value_a != value_b:
-                raise UnpairedRunsError(run_a, run_b, mismatch=(key, field, value_a, value_b))
+                raise UnpairedRunsError(run_a, run_b, mismatch=(key, name, value_a, value_b))
+        if not allow_sampler_mismatch:
+            for name in SAMPLER_KEYS:
+                value_a, value_b = a.sampler.get(name), b.sampler.get(name)
+                if value_a != value_b:
+                    hint = "sample both the same way, or allow it: compare --allow-sampler-mismatch"
+                    raise UnpairedRunsError(
+                        run_a, run_b, mismatch=(key, f"sampler setting {name!r}", value_a, value_b), hint=hint
+                    )
         pairs.append((a, b))
     return pairs

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set, paired_seed
+from prefdiff.errors import ConfigError, DataError
+from prefdiff.evaluate.generate import SamplerSettings, generate_pngs, generate_prompt_set, paired_seed
+from prefdiff.manifests import UnpairedRunsError, pair_runs
 
 
 def _pixels(path):
@@ -37,3 +40,111 @@ def test_prompt_set_is_paired_batched_and_resumable(tiny_sd, tmp_path):
     assert all(p.exists() for p in again)
     assert (tmp_path / "one" / "p00000_i000.png").stat().st_mtime_ns == before
     assert np.abs(_pixels(again[3]) - _pixels(four[3])).max() <= 1
+
+
+PROMPTS = ["a red circle", "a blue square"]
+
+
+def _layouts(folder, count, size=40):
+    """``count`` colour layouts: a plain field with one coloured square each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(count):
+        pixels = np.full((size, size, 3), 200, dtype=np.uint8)
+        pixels[5 + k : 20 + k, 8:30] = (30 * k % 255, 40, 160)
+        path = folder / f"layout_{k}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("family", ["tiny_sd", "tiny_sdxl"])
+def test_layouts_give_the_same_image_at_batch_sizes_1_and_4(family, request, tmp_path):
+    """SDEdit on the family's image-to-image pipeline: the same seed and layout give the same
+    image however the run is batched, the layout changes the image, and the manifest records
+    the layout and the strength."""
+    model = request.getfixturevalue(family)
+    layouts = _layouts(tmp_path / "layouts", 2)
+    mapping = tmp_path / "layouts.jsonl"
+    rows = [{"prompt": p, "image": f"layouts/{path.name}"} for p, path in zip(PROMPTS, layouts, strict=True)]
+    mapping.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = SamplerSettings(steps=4, guidance_scale=3.0, resolution=32, strength=0.75)
+    one = generate_prompt_set(model, None, 2, tmp_path / "one", settings=settings, batch_size=1, init_images=mapping)
+    four = generate_prompt_set(model, None, 2, tmp_path / "four", settings=settings, batch_size=4, init_images=mapping)
+    for a, b in zip(one, four, strict=True):
+        assert np.abs(_pixels(a) - _pixels(b)).max() <= 1
+    assert Image.open(one[0]).size == (32, 32)
+    records = [json.loads(line) for line in (tmp_path / "one" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["init_image"] for r in records] == [str(layouts[0].resolve())] * 2 + [str(layouts[1].resolve())] * 2
+    assert {r["strength"] for r in records} == {0.75} and records[2]["prompt"] == "a blue square"
+    # one layout for every prompt: prompt 1 now starts from layout 0, so its images change
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    same = generate_prompt_set(model, prompts, 2, tmp_path / "same", settings=settings, init_images=layouts[0])
+    assert np.abs(_pixels(same[0]) - _pixels(one[0])).max() <= 1
+    assert np.abs(_pixels(same[2]) - _pixels(one[2])).max() > 1
+    # text-to-image from the same seeds is another image again, and its manifest has no layout keys
+    plain = generate_prompt_set(model, prompts, 2, tmp_path / "plain", settings=SamplerSettings(steps=4, resolution=32))
+    assert np.abs(_pixels(plain[0]) - _pixels(one[0])).max() > 1
+    assert "init_image" not in json.loads((tmp_path / "plain" / "manifest.jsonl").read_text().splitlines()[0])
+
+
+def test_strength_0_returns_the_layout(tiny_sd, tmp_path):
+    (layout,) = _layouts(tmp_path / "layouts", 1, size=32)
+    settings = SamplerSettings(steps=4, resolution=32, strength=0.0)
+    (path,) = generate_pngs(tiny_sd, ["a red circle"], [3], tmp_path / "out", settings=settings, init_images=layout)
+    assert np.array_equal(_pixels(path), _pixels(layout))
+
+
+def test_missing_or_unreadable_layouts_are_named(tiny_sd, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    settings = SamplerSettings(steps=4, resolution=32, strength=0.5)
+    with pytest.raises(DataError, match=r"--init-images .*nowhere.png: no such file"):
+        generate_prompt_set(
+            tiny_sd, prompts, 1, tmp_path / "a", settings=settings, init_images=tmp_path / "nowhere.png"
+        )
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read layout image .*broken.png"):
+        generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "b", settings=settings, init_images=broken)
+    mapping = tmp_path / "layouts.jsonl"
+    mapping.write_text(json.dumps({"prompt": "a red circle", "image": "gone.png"}) + "\n")
+    with pytest.raises(DataError, match=r"layouts.jsonl:1: layout image not found: .*gone.png"):
+        generate_prompt_set(tiny_sd, None, 1, tmp_path / "c", settings=settings, init_images=mapping)
+    folder = tmp_path / "folder"
+    _layouts(folder, 3)
+    with pytest.raises(DataError, match=r"3 image\(s\) for 2 prompt\(s\)"):
+        generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "d", settings=settings, init_images=folder)
+    with pytest.raises(ConfigError, match=r"--strength 0.1 with --steps 4 runs no denoising step"):
+        generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "e", settings=SamplerSettings(steps=4, strength=0.1),
+                            init_images=folder)  # fmt: skip
+    with pytest.raises(ConfigError, match="--init-images and --strength go together"):
+        generate_prompt_set(
+            tiny_sd, prompts, 1, tmp_path / "f", settings=SamplerSettings(steps=4), init_images=broken.parent / "folder"
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_few_step_runs_record_their_sampler_and_compare_refuses_a_mismatch(tiny_sd, tmp_path):
+    """A 4-step guidance-free run with trailing spacing records its settings; pairing it with a
+    run sampled otherwise is refused (naming the setting) unless allowed."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    turbo = SamplerSettings(steps=4, guidance_scale=0.0, resolution=32, timestep_spacing="trailing")
+    generate_prompt_set(tiny_sd, prompts, 2, tmp_path / "turbo", settings=turbo)
+    row = json.loads((tmp_path / "turbo" / "manifest.jsonl").read_text().splitlines()[0])
+    assert (row["steps"], row["guidance_scale"], row["timestep_spacing"]) == (4, 0.0, "trailing")
+    generate_prompt_set(tiny_sd, prompts, 2, tmp_path / "again", settings=turbo, lora=None)
+    assert len(pair_runs(tmp_path / "turbo", tmp_path / "again")) == 2
+    generate_prompt_set(
+        tiny_sd, prompts, 2, tmp_path / "leading", settings=SamplerSettings(steps=4, guidance_scale=0.0, resolution=32)
+    )
+    with pytest.raises(
+        UnpairedRunsError,
+        match="sampler setting 'timestep_spacing' 'trailing' in A and None in B.*--allow-sampler-mismatch",
+    ):
+        pair_runs(tmp_path / "turbo", tmp_path / "leading")
+    assert len(pair_runs(tmp_path / "turbo", tmp_path / "leading", allow_sampler_mismatch=True)) == 2
+    with pytest.raises(ConfigError, match="--timestep-spacing 'sideways'"):
+        generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "x", settings=SamplerSettings(timestep_spacing="sideways"))

@@ -20,6 +20,7 @@ SMALL = [
     "toy.sample_steps=4",
     "train.max_steps=4",
     "train.batch_size=4",
+    "toy.layouts_per_caption=1",
 ]
 FIELDS = {
     "win_rate_vs_base",
@@ -35,7 +36,22 @@ FIELDS = {
     "implicit_accuracy_heldout",
     "stage_seconds",
 }
-STAGES = {"pairs", "votes", "cache", "dpo", "sft", "generate", "evaluate"}
+STAGES = {"pairs", "votes", "cache", "dpo", "sft", "generate", "layouts", "evaluate"}
+LAYOUT_FIELDS = {
+    "strength",
+    "sampler_steps",
+    "comparisons",
+    "layouts_per_caption",
+    "win_rate_vs_base",
+    "win_rate_vs_base_ci",
+    "oracle_win_rate_vs_base",
+    "faithfulness_base",
+    "faithfulness_dpo",
+    "oracle_score_base",
+    "oracle_score_dpo",
+    "head_to_head",
+    "models",
+}
 
 
 def run(out, *overrides):
@@ -49,13 +65,39 @@ def test_shipped_base_is_a_pipeline():
     assert sum(p.stat().st_size for p in SHIPPED_BASE.rglob("*")) < 16 * 2**20
 
 
-def check_artefacts(out, output, family):
+def check_layouts(out, summary):
+    """The "from colour layouts" section: six layouts (one per held-out caption), base and DPO
+    edited each from the same layout and seed, its summary fields and its report table."""
+    layouts = summary["from_layouts"]
+    assert LAYOUT_FIELDS <= layouts.keys()
+    assert layouts["comparisons"] == 6 and layouts["strength"] == 0.7 and layouts["sampler_steps"] == 4
+    for key in ("win_rate_vs_base", "oracle_win_rate_vs_base", "faithfulness_base", "faithfulness_dpo"):
+        assert 0.0 <= layouts[key] <= 1.0, key
+    low, high = layouts["win_rate_vs_base_ci"]
+    assert low <= layouts["win_rate_vs_base"] <= high
+    rows = {name: [json.loads(line) for line in (out / "samples" / f"layouts_{name}" / "manifest.jsonl").open()]
+            for name in ("base", "dpo")}  # fmt: skip
+    assert len(rows["base"]) == 6 and len(list((out / "layouts" / "images").iterdir())) == 6
+    for a, b in zip(rows["base"], rows["dpo"], strict=True):
+        assert a["init_image"] == b["init_image"] and a["seed"] == b["seed"] and a["strength"] == 0.7
+        assert a["init_image"].startswith(str(out / "layouts" / "images"))
+    assert rows["dpo"][0]["lora"] and rows["base"][0]["lora"] is None
+    report = (out / "report.html").read_text()
+    assert "From colour layouts" in report and "layouts/images/c00_0000.png" in report
+    assert "samples/layouts_dpo/" in report and f"{layouts['win_rate_vs_base']:.1%}" in report
+
+
+def check_artefacts(out, output, family, stages=STAGES):
     """Every artefact and summary field of a shrunken quickstart in ``out``; returns the summary."""
     assert str(out / "report.html") in output and str(out / "summary.json") in output
     summary = json.loads((out / "summary.json").read_text())
     assert FIELDS <= summary.keys()
     assert summary["family"] == family
-    assert set(summary["stage_seconds"]) == STAGES
+    assert set(summary["stage_seconds"]) == stages
+    if "layouts" in stages:
+        check_layouts(out, summary)
+    else:
+        assert summary["from_layouts"] is None and "From colour layouts" not in (out / "report.html").read_text()
     for key in FIELDS - {"win_rate_vs_base_ci", "stage_seconds", "oracle_score_base", "oracle_score_dpo"}:
         assert 0.0 <= summary[key] <= 1.0 and not math.isnan(summary[key]), key
     for key in ("oracle_score_base", "oracle_score_dpo"):  # faithfulness (0..1) + taste (0..1)
@@ -94,8 +136,9 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     weights = out / "dpo" / "lora" / "pytorch_lora_weights.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = run(out)
-    for stage in ("pairs", "votes", "cache", "dpo", "sft", "samples/base", "samples/dpo", "samples/sft"):
+    for stage in ("pairs", "votes", "cache", "dpo", "sft", "samples/base", "samples/dpo", "samples/sft", "layouts"):
         assert f"{stage}: reusing" in again, stage
+    assert "samples/layouts_dpo: reusing" in again
     assert weights.stat().st_mtime_ns == mtime
     assert {"pairs", "votes", "cache", "dpo", "sft"} <= set(
         json.loads((out / "summary.json").read_text())["reused_stages"]
@@ -110,6 +153,32 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert "pairs: reusing" in changed and "samples/base: reusing" in changed
     assert "votes: reusing" not in changed and "dpo: reusing" not in changed
     assert json.loads((out / "summary.json").read_text())["oracle"] == f"python:{oracle_file}:prefers_red"
+
+
+def test_few_step_quickstart_samples_and_trains_on_four_timesteps(tmp_path):
+    """The issue's command, shrunken: 4 sampler steps with trailing spacing, no guidance, training
+    on the four timesteps; every artefact records it, and no layout section when it is off."""
+    out = tmp_path / "turbo"
+    few_step = ("toy.sampler_steps=4", "toy.guidance=0", "train.timesteps=[249,499,749,999]")
+    output = run(out, *few_step, "toy.layouts_per_caption=0")
+    summary = check_artefacts(out, output, "sd", stages=STAGES - {"layouts"})
+    assert summary["sampler"] == {
+        "steps": 4,
+        "guidance_scale": 0.0,
+        "resolution": None,
+        "negative_prompt": None,
+        "scheduler": "default",
+        "timestep_spacing": "trailing",
+    }
+    for run_dir in ("pairs/train", "samples/base", "samples/dpo"):
+        row = json.loads((out / run_dir / "manifest.jsonl").open().readline())
+        assert (row["steps"], row["guidance_scale"], row["timestep_spacing"]) == (4, 0.0, "trailing"), run_dir
+    import yaml
+
+    for name in ("dpo", "sft"):
+        assert yaml.safe_load((out / name / "config.yaml").read_text())["train"]["timesteps"] == [249, 499, 749, 999]
+    # the plain quickstart in the same folder samples otherwise: its pairs are redone, not reused
+    assert "pairs: reusing" not in run(out, "toy.sampler_steps=4", "toy.layouts_per_caption=0")
 
 
 OBJECTIVE_FIELDS = {

@@ -25,13 +25,27 @@ def test_evaluation_pairs_by_prompt_and_image_index(tmp_path: Path) -> None:
     run_a = make_run(tmp_path / "tuned", prompts, "sd", images_per_prompt=2)
     run_b = make_run(tmp_path / "base", prompts, "sd-base", images_per_prompt=2)
     _rewrite(run_a / "manifest.jsonl", 0, lora="dpo-lora")
-    _rewrite(run_b / "manifest.jsonl", 0, unet="tuned-unet", steps=30)  # extra keys are fine
+    _rewrite(run_b / "manifest.jsonl", 0, unet="tuned-unet", note="kept")  # extra keys are fine
     source = evaluation_source(run_a, run_b)
     assert [(c.prompt_index, c.image_index) for c in source.comparisons] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     first = source.comparisons[0]
     assert (first.root_0, first.root_1, first.path_0) == (0, 1, "images/0000_0.png")
     assert (first.model_0, first.model_1, first.seed) == ("sd+dpo-lora", "sd-base+unet:tuned-unet", 1000)
     assert (source.run_a, source.run_b) == ("tuned", "base")
+
+
+def test_evaluation_refuses_runs_sampled_differently_unless_allowed(tmp_path: Path) -> None:
+    """A 4-step guidance-free run against a 25-step one is refused, naming the setting, unless
+    the study asks for it."""
+    run_a = make_run(tmp_path / "turbo", ["x"], "m")
+    run_b = make_run(tmp_path / "base", ["x"], "m")
+    _rewrite(run_a / "manifest.jsonl", 0, steps=4, guidance_scale=0.0)
+    _rewrite(run_b / "manifest.jsonl", 0, steps=25, guidance_scale=0.0)
+    with pytest.raises(
+        StudyError, match=r"sampler setting 'steps' differs at .*\(0, 0\): 4 .* 25.*--allow-sampler-mismatch"
+    ):
+        evaluation_source(run_a, run_b)
+    assert len(evaluation_source(run_a, run_b, allow_sampler_mismatch=True).comparisons) == 1
 
 
 def test_evaluation_refuses_different_seeds(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ runs of the same prompt set, scored by a reward model, into summary.json and rep
 
 A run is a folder written by `prefdiff generate` (its ``manifest.jsonl`` names each image's
 prompt, indices and seed), read and paired by `prefdiff.manifests`. Comparisons pair images by
-(prompt_index, image_index); runs made from different prompts or seeds are refused, since they
-are not paired.
+(prompt_index, image_index); runs made from different prompts, seeds or layouts are refused, since
+they are not paired, and so are runs sampled differently unless ``--allow-sampler-mismatch``.
 """
 
 from __future__ import annotations
@@ -113,12 +113,19 @@ Mean score A {summary["mean_score_a"]:.4f}, B {summary["mean_score_b"]:.4f}.</p>
 
 
 def compare_runs(
-    run_a: Path, run_b: Path, scorer_spec: str, out: Path, tie_margin: float = 0.0, batch_size: int = 16
+    run_a: Path,
+    run_b: Path,
+    scorer_spec: str,
+    out: Path,
+    tie_margin: float = 0.0,
+    batch_size: int = 16,
+    allow_sampler_mismatch: bool = False,
 ) -> dict[str, Any]:
-    """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary."""
+    """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary.
+    Runs sampled differently (steps, guidance, ...) are refused unless ``allow_sampler_mismatch``."""
     from prefdiff.evaluate.scorers import load_mixed
 
-    pairs = pair_runs(run_a, run_b)  # refuse unpaired runs before loading a scorer
+    pairs = pair_runs(run_a, run_b, allow_sampler_mismatch)  # refuse unpaired runs before loading a scorer
     scorer = load_mixed(scorer_spec)
     comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
     return write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin)

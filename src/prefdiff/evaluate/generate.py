@@ -7,13 +7,20 @@ start from the same noise. Images already on disk are skipped (resume). Beside t
 ``manifest.jsonl`` holds one record per image: prompt, prompt_index, image_index, seed, file,
 category, model, lora, unet (the tuned denoiser directory, UNet or transformer) and the sampler
 settings (the format the label app reads).
+
+With ``init_images`` (``--init-images PATH --strength S``) every image starts from a given
+picture, a colour layout for SDEdit: the family's image-to-image pipeline, built from the same
+components with ``from_pipe`` (nothing is loaded twice), noises the layout to ``strength`` and
+denoises it for ``int(steps * strength)`` steps. The manifest records ``init_image`` per image
+and ``strength``; strength 0 adds no noise and takes no step, so the image is the layout itself,
+resized.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +28,7 @@ import torch
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
+    from PIL import Image
 
 from prefdiff.errors import ConfigError, ModelLoadError
 from prefdiff.models import load_backbone
@@ -35,13 +43,53 @@ SCHEDULERS = {
 }
 
 
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
 @dataclass
 class SamplerSettings:
+    """How every image of a run is sampled; all of it goes into the manifest, and two runs are
+    compared only when these agree (``prefdiff.manifests.SAMPLER_KEYS``).
+
+    ``timestep_spacing`` None keeps the pipeline scheduler's own (SDXL-Turbo's is trailing: 4
+    steps are 999, 749, 499, 249); ``zero_terminal_snr`` samples with the rescaled schedule a
+    run trained with ``model.zero_terminal_snr`` used; ``strength`` is set for image-to-image
+    runs only."""
+
     steps: int = 25
     guidance_scale: float = 5.0
     resolution: int | None = None
     negative_prompt: str | None = None
     scheduler: str = "default"
+    timestep_spacing: str | None = None
+    zero_terminal_snr: bool = False
+    strength: float | None = None
+
+    def check(self) -> None:
+        """Clear errors for settings no pipeline can run."""
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
+        if self.timestep_spacing is not None and self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(
+                f"--timestep-spacing {self.timestep_spacing!r}: expected one of {', '.join(TIMESTEP_SPACINGS)}"
+            )
+        if self.strength is not None:
+            if not 0.0 <= self.strength <= 1.0:
+                raise ConfigError(f"--strength must be in [0, 1] (got {self.strength})")
+            if self.strength > 0 and int(self.steps * self.strength) < 1:
+                raise ConfigError(
+                    f"--strength {self.strength} with --steps {self.steps} runs no denoising step "
+                    f"(int({self.steps} * {self.strength}) = 0): raise either, or use --strength 0 to keep the layout"
+                )
+
+    def recorded(self) -> dict[str, Any]:
+        """The manifest's sampler fields; the image-to-image and few-step ones only when set, so a
+        text-to-image manifest reads as it always has."""
+        fields = asdict(self)
+        for key, unset in (("timestep_spacing", None), ("zero_terminal_snr", False), ("strength", None)):
+            if fields[key] == unset:
+                fields.pop(key)
+        return fields
 
 
 @dataclass
@@ -52,6 +100,7 @@ class Job:
     seed: int
     file: str
     category: str | None = None
+    init_image: str | None = None  # the starting image of an image-to-image run (resolved path)
 
 
 def paired_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
@@ -61,22 +110,36 @@ def paired_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
 
 
 def load_generation_pipeline(
-    model: Path, lora: Path | None = None, denoiser: Path | None = None, scheduler: str = "default"
+    model: Path,
+    lora: Path | None = None,
+    denoiser: Path | None = None,
+    scheduler: str = "default",
+    settings: SamplerSettings | None = None,
 ) -> tuple[DiffusionPipeline, int, dict[str, Any]]:
     """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
     transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline, its
     native resolution and the keyword arguments every call of it takes so that prompts are
-    encoded as the latent cache encodes them (the T5 prompt length of the flow families)."""
+    encoded as the latent cache encodes them (the T5 prompt length of the flow families).
+    ``settings`` adds the timestep spacing, the zero-terminal-SNR schedule and, with a
+    strength, the family's image-to-image pipeline over the same components."""
     import diffusers
 
+    from prefdiff.config import ModelConfig
+
+    settings = settings or SamplerSettings(scheduler=scheduler)
+    scheduler = settings.scheduler if scheduler == "default" else scheduler
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
-    backbone = load_backbone(model)
-    if scheduler != "default" and backbone.flow_matching:
-        raise ConfigError(
-            f"--scheduler {scheduler!r}: {backbone.family} pipelines sample a flow with their "
-            "FlowMatchEulerDiscreteScheduler; the other samplers are for the UNet families (use 'default')"
-        )
+    backbone = load_backbone(model, ModelConfig(zero_terminal_snr=settings.zero_terminal_snr))
+    for name, value, unset in (
+        ("--scheduler", scheduler, "default"),
+        ("--timestep-spacing", settings.timestep_spacing, None),
+    ):
+        if value != unset and backbone.flow_matching:
+            raise ConfigError(
+                f"{name} {value!r}: {backbone.family} pipelines sample a flow with their "
+                "FlowMatchEulerDiscreteScheduler and its own sigmas; this option is for the UNet families"
+            )
     tuned = None
     if denoiser is not None:
         if not (denoiser / "config.json").is_file():
@@ -86,10 +149,16 @@ def load_generation_pipeline(
     scheduler_class = SCHEDULERS[scheduler]
     if scheduler_class is not None:
         pipe.scheduler = getattr(diffusers, scheduler_class).from_config(pipe.scheduler.config)
+    if settings.timestep_spacing is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            pipe.scheduler.config, timestep_spacing=settings.timestep_spacing
+        )
     if lora is not None:
         if not (lora / "pytorch_lora_weights.safetensors").is_file():
             raise ModelLoadError(f"--lora {lora}: no pytorch_lora_weights.safetensors in this directory")
         pipe.load_lora_weights(str(lora))
+    if settings.strength is not None:
+        pipe = backbone.image_to_image_pipeline(pipe)
     pipe.set_progress_bar_config(disable=True)
     if torch.cuda.is_available():
         pipe.to("cuda")
@@ -110,39 +179,83 @@ def run_jobs(
     write ``manifest.jsonl`` for all of them."""
     from tqdm.auto import tqdm
 
+    settings.check()
+    if (settings.strength is None) != all(job.init_image is None for job in jobs):
+        raise ConfigError("--init-images and --strength go together: give both for image-to-image, or neither")
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs if not (out / job.file).exists()]
     size = settings.resolution
     if todo:
-        pipe, native, prompt_settings = load_generation_pipeline(model, lora, denoiser, settings.scheduler)
+        pipe, native, prompt_settings = load_generation_pipeline(model, lora, denoiser, settings=settings)
         size = size or native
         for start in tqdm(
             range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size
         ):
             batch = todo[start : start + batch_size]
-            images = pipe(
-                [job.prompt for job in batch],
-                negative_prompt=[settings.negative_prompt] * len(batch) if settings.negative_prompt else None,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance_scale,
-                height=size,
-                width=size,
-                generator=[torch.Generator(device="cpu").manual_seed(job.seed) for job in batch],
-                **prompt_settings,
-            ).images
-            for job, image in zip(batch, images, strict=True):
+            for job, image in zip(batch, _sample(pipe, batch, settings, size, prompt_settings), strict=True):
                 image.save(out / job.file)
     common: dict[str, Any] = {
         "model": str(model),
         "lora": str(lora) if lora else None,
         "unet": str(denoiser) if denoiser else None,  # the tuned denoiser (UNet or transformer)
-        **{k: v for k, v in asdict(settings).items() if k != "resolution"},
+        **{k: v for k, v in settings.recorded().items() if k != "resolution"},
         "resolution": size,
     }
     with (out / "manifest.jsonl").open("w") as f:
         for job in jobs:
-            f.write(json.dumps({**asdict(job), **common}) + "\n")
+            row = asdict(job)
+            if job.init_image is None:
+                row.pop("init_image")
+            f.write(json.dumps({**row, **common}) + "\n")
     return [out / job.file for job in jobs]
+
+
+def _layout(job: Job, size: int) -> Image.Image:
+    from PIL import Image
+
+    assert job.init_image is not None
+    with Image.open(job.init_image) as image:
+        return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _sample(
+    pipe: Any, batch: list[Job], settings: SamplerSettings, size: int, prompt_settings: dict[str, Any]
+) -> list[Image.Image]:
+    """One pipeline call for ``batch``: each image from its own seed's generator (so batching
+    does not change it), from its layout when the run is image-to-image."""
+    if settings.strength == 0:
+        return [_layout(job, size) for job in batch]  # no noise added, no step taken
+    call: dict[str, Any] = {
+        "negative_prompt": [settings.negative_prompt] * len(batch) if settings.negative_prompt else None,
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "generator": [torch.Generator(device="cpu").manual_seed(job.seed) for job in batch],
+        **prompt_settings,
+    }
+    if settings.strength is None:
+        call.update(height=size, width=size)
+    else:  # the image-to-image pipelines take their size from the layout
+        call.update(image=[_layout(job, size) for job in batch], strength=settings.strength)
+    return list(pipe([job.prompt for job in batch], **call).images)
+
+
+def _check_request(settings: SamplerSettings, init_images: Path | None) -> None:
+    settings.check()
+    if (settings.strength is None) != (init_images is None):
+        raise ConfigError("--init-images and --strength go together: give both for image-to-image, or neither")
+
+
+def _with_layouts(
+    jobs: list[Job], init_images: Path | None, prompts: list[str], layouts: list[Path] | None = None
+) -> list[Job]:
+    """``jobs`` with each one's starting image (one per prompt index): ``layouts`` when given,
+    else looked up in ``init_images`` for ``prompts``."""
+    if init_images is None:
+        return jobs
+    from prefdiff.evaluate.init_images import init_images_for
+
+    layouts = layouts if layouts is not None else init_images_for(init_images, prompts)
+    return [replace(job, init_image=str(layouts[job.prompt_index])) for job in jobs]
 
 
 def generate_pngs(
@@ -158,20 +271,24 @@ def generate_pngs(
     negative_prompt: str | None = None,
     scheduler: str = "default",
     batch_size: int = 4,
+    settings: SamplerSettings | None = None,
+    init_images: Path | None = None,
 ) -> list[Path]:
-    """One PNG per (prompt, seed), named ``p{prompt_index:04d}_s{seed}.png``."""
+    """One PNG per (prompt, seed), named ``p{prompt_index:04d}_s{seed}.png``; ``settings``, when
+    given, replaces the separate sampler arguments; ``init_images`` makes it image-to-image."""
     jobs = [
         Job(prompt, p, i, seed, f"p{p:04d}_s{seed}.png")
         for p, prompt in enumerate(prompts)
         for i, seed in enumerate(seeds)
     ]
-    settings = SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
-    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size)
+    settings = settings or SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
+    _check_request(settings, init_images)
+    return run_jobs(_with_layouts(jobs, init_images, prompts), out, model, lora, denoiser, settings, batch_size)
 
 
 def generate_prompt_set(
     model: Path,
-    prompts_file: Path,
+    prompts_file: Path | None,
     images_per_prompt: int,
     out: Path,
     lora: Path | None = None,
@@ -179,17 +296,30 @@ def generate_prompt_set(
     settings: SamplerSettings | None = None,
     base_seed: int = 0,
     batch_size: int = 4,
+    init_images: Path | None = None,
 ) -> list[Path]:
     """``images_per_prompt`` PNGs per prompt of ``prompts_file``, named ``p{p:05d}_i{i:03d}.png``,
-    seeded by :func:`paired_seed`."""
+    seeded by :func:`paired_seed`. With ``init_images``, each prompt starts from its layout;
+    a JSON-lines layout mapping without a ``prompts_file`` is itself the prompt set."""
+    from prefdiff.evaluate.init_images import layouts_file, read_layout_mapping
     from prefdiff.evaluate.prompts import read_prompts
 
     if images_per_prompt < 1:
         raise ConfigError(f"--images-per-prompt must be >= 1 (got {images_per_prompt})")
-    items = read_prompts(prompts_file)
+    settings = settings or SamplerSettings()
+    _check_request(settings, init_images)
+    layouts = None
+    if prompts_file is not None:
+        items = read_prompts(prompts_file)
+    elif init_images is not None and layouts_file(init_images):  # row p: prompt p and its layout
+        rows = read_layout_mapping(init_images)
+        items, layouts = [item for item, _ in rows], [image for _, image in rows]
+    else:
+        raise ConfigError("give a prompt set (--prompts FILE), or --init-images a .jsonl mapping prompts to layouts")
     jobs = [
         Job(item.prompt, p, i, paired_seed(base_seed, p, i), f"p{p:05d}_i{i:03d}.png", item.category)
         for p, item in enumerate(items)
         for i in range(images_per_prompt)
     ]
-    return run_jobs(jobs, out, model, lora, denoiser, settings or SamplerSettings(), batch_size)
+    jobs = _with_layouts(jobs, init_images, [item.prompt for item in items], layouts)
+    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size)

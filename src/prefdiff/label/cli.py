@@ -113,6 +113,12 @@ def create_study(
     name_a: Annotated[str | None, typer.Option(help="Name of run A (default: its folder name).")] = None,
     name_b: Annotated[str | None, typer.Option(help="Name of run B (default: its folder name).")] = None,
     pairs: Annotated[Path | None, typer.Option(help="Collection: a pairs.jsonl or a folder of pair folders.")] = None,
+    allow_sampler_mismatch: Annotated[
+        bool,
+        typer.Option(
+            help="Evaluation: pair runs sampled differently (steps, guidance, strength, ...); refused by default."
+        ),
+    ] = False,
     question: Annotated[
         list[str] | None,
         typer.Option(
@@ -130,7 +136,8 @@ def create_study(
     from prefdiff.label.studies import create_study as create
 
     questions = parse_questions(question)
-    source = load_source(kind, run_a=run_a, run_b=run_b, pairs=pairs, name_a=name_a, name_b=name_b)
+    source = load_source(kind, run_a=run_a, run_b=run_b, pairs=pairs, name_a=name_a, name_b=name_b,
+                         allow_sampler_mismatch=allow_sampler_mismatch)  # fmt: skip
     database = _database(db)
     options = StudyOptions(
         name=name, questions=questions, allow_ties=ties,

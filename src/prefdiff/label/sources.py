@@ -85,9 +85,10 @@ def _unpaired(error: UnpairedRunsError) -> StudyError:
             f"runs {error.run_a} and {error.run_b} do not hold the same (prompt_index, image_index) set: "
             f"only in A {error.only_a[:5]}, only in B {error.only_b[:5]}"
         )
+    allow = " (create-study --allow-sampler-mismatch pairs them anyway)" if error.field.startswith("sampler") else ""
     return StudyError(
         f"{error.field} differs at (prompt_index, image_index) = {error.key}: {error.value_a!r} in {error.run_a}, "
-        f"{error.value_b!r} in {error.run_b}"
+        f"{error.value_b!r} in {error.run_b}{allow}"
     )
 
 
@@ -115,11 +116,18 @@ def read_manifest(run_dir: Path) -> dict[ImageKey, ManifestImage]:
 
 
 @_as_study_errors()
-def evaluation_source(run_a: Path, run_b: Path, name_a: str | None = None, name_b: str | None = None) -> Source:
+def evaluation_source(
+    run_a: Path,
+    run_b: Path,
+    name_a: str | None = None,
+    name_b: str | None = None,
+    allow_sampler_mismatch: bool = False,
+) -> Source:
     """Comparisons of two generation runs, paired by (prompt_index, image_index).
 
-    Refuses runs whose keys, prompts or seeds differ: the comparison must be the same prompt
-    and the same starting noise, or the win rate means nothing.
+    Refuses runs whose keys, prompts, seeds or layouts differ: the comparison must be the same
+    prompt and the same starting noise, or the win rate means nothing; and runs sampled
+    differently (steps, guidance, ...) unless ``allow_sampler_mismatch``.
     """
     comparisons = [
         ComparisonSpec(
@@ -135,7 +143,7 @@ def evaluation_source(run_a: Path, run_b: Path, name_a: str | None = None, name_
             model_0=a.model_label,
             model_1=b.model_label,
         )  # fmt: skip
-        for a, b in manifests.pair_runs(run_a, run_b)
+        for a, b in manifests.pair_runs(run_a, run_b, allow_sampler_mismatch)
     ]
     return Source(
         roots=[run_a.resolve(), run_b.resolve()],

@@ -89,12 +89,13 @@ class StudyOptions:
 
 def load_source(kind: str, *, run_a: Path | None = None, run_b: Path | None = None,
                 pairs: Path | None = None, name_a: str | None = None,
-                name_b: str | None = None) -> Source:  # fmt: skip
-    """Read the images of a study of `kind` ("evaluation" or "collection")."""
+                name_b: str | None = None, allow_sampler_mismatch: bool = False) -> Source:  # fmt: skip
+    """Read the images of a study of `kind` ("evaluation" or "collection"); an evaluation of runs
+    sampled differently is refused unless `allow_sampler_mismatch`."""
     if kind == "evaluation":
         if run_a is None or run_b is None:
             raise StudyError("an evaluation study needs --run-a and --run-b (generation run dirs)")
-        return evaluation_source(Path(run_a), Path(run_b), name_a, name_b)
+        return evaluation_source(Path(run_a), Path(run_b), name_a, name_b, allow_sampler_mismatch)
     if kind == "collection":
         if pairs is None:
             raise StudyError("a collection study needs --pairs (a pairs.jsonl or a pairs folder)")

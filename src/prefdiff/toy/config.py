@@ -34,9 +34,27 @@ class ToyConfig:
     sample_steps: int = _f(
         15,
         "Sampler steps for every generated image, with the pipeline's own sampler (DDIM for sd, the flow's "
-        "FlowMatchEulerDiscreteScheduler for sd3).",
+        "FlowMatchEulerDiscreteScheduler for sd3); toy.sampler_steps is the same key.",
     )
-    guidance_scale: float = _f(3.0, "Classifier-free guidance scale for every generated image.")
+    guidance_scale: float = _f(
+        3.0, "Classifier-free guidance scale for every generated image (toy.guidance is the same key)."
+    )
+    timestep_spacing: str = _f(
+        "auto",
+        "The sd sampler's timestep spacing: leading, trailing, linspace, or auto: trailing when train.timesteps is "
+        "set (SDXL-Turbo's, whose 4 steps are 999, 749, 499, 249: the set a few-step run trains on), else the base's "
+        "own (leading).",
+    )
+    layouts_per_caption: int = _f(
+        24,
+        "The 'from colour layouts' section: colour layouts per held-out caption that base and DPO models both edit "
+        "by SDEdit from the same seeds (0: no such section).",
+    )
+    layout_strength: float = _f(
+        0.7,
+        "SDEdit strength of the layout section: how far each layout is noised before the model denoises it "
+        "(0 keeps it, 1 ignores it).",
+    )
     generate_batch: int = _f(64, "Images per generation call.")
     seed: int = _f(0, "Seed of the pairs, the votes and the evaluation images.")
     objectives: list[str] = _f(

@@ -95,7 +95,8 @@ def evaluate_quickstart(
 
     heldout_data = copy.deepcopy(config.data)
     heldout_data.max_pairs = None  # a cap on training pairs must not shrink the held-out set
-    backbone = load_backbone(base)
+    backbone = load_backbone(base, config.model)
+    backbone.use_timesteps(config.train.timesteps)  # a few-step run is judged on the timesteps it trained on
     beta = config.objective.beta if isinstance(config.objective.beta, int | float) else 1.0  # the sign is beta-free
     implicit_of = {}
     for name, run in runs.items():
@@ -146,6 +147,31 @@ def evaluate_quickstart(
         "models": {name: {k: v for k, v in m.items() if k != "scores"} for name, m in models.items()},
         "compare_report": str(compare_dir / "report.html"),
         "objectives": objectives,
+    }
+
+
+def evaluate_layouts(samples: dict[str, Path], scorer: Any, temperature: float, toy: ToyConfig) -> dict[str, Any]:
+    """``summary["from_layouts"]``: DPO against the base from the same colour layouts and seeds, by
+    the raters' majority (fresh votes) and the oracle, and what each model made of the layouts."""
+    manifests = {name: read_manifest(run) for name, run in samples.items()}
+    keys = sorted(manifests["base"])
+    models = {name: _model_scores(samples[name], keys, manifests[name], scorer, f"{name}, layouts") for name in samples}
+    result = _head_to_head(models["dpo"]["scores"], models["base"]["scores"], temperature, toy, toy.seed * 1000 + 200)
+    first = manifests["base"][keys[0]]
+    return {
+        "strength": first.sampler.get("strength"),
+        "sampler_steps": first.sampler.get("steps"),
+        "comparisons": len(keys),
+        "layouts_per_caption": toy.layouts_per_caption,
+        "win_rate_vs_base": result["raters"]["win_rate"],
+        "win_rate_vs_base_ci": result["raters"]["win_rate_ci"],
+        "oracle_win_rate_vs_base": result["oracle"]["win_rate"],
+        "faithfulness_base": models["base"]["faithfulness"],
+        "faithfulness_dpo": models["dpo"]["faithfulness"],
+        "oracle_score_base": float(models["base"]["scores"].mean()),
+        "oracle_score_dpo": float(models["dpo"]["scores"].mean()),
+        "head_to_head": result,
+        "models": {name: {k: v for k, v in m.items() if k != "scores"} for name, m in models.items()},
     }
 
 

@@ -22,7 +22,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import typer
 from prefdiff.config import Config, load_config, merge_into, parse_overrides, to_dict, validate
 from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
-from prefdiff.evaluate.generate import SamplerSettings
+from prefdiff.evaluate.generate import TIMESTEP_SPACINGS, SamplerSettings
 from prefdiff.toy.config import ToyConfig
 from prefdiff.toy.entries import TRAIN_RECORD, Entry, entry_config, parse_entries
 from prefdiff.toy.world import HELD_OUT, caption_for, training_combos
@@ -79,6 +79,9 @@ OWNED_KEYS = {
 }
 
 
+TOY_ALIASES = {"toy.sampler_steps": "toy.sample_steps", "toy.guidance": "toy.guidance_scale"}
+
+
 def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     """``toy.*`` overrides into a ToyConfig, the rest into the training config (both strict)."""
     toy, train_overrides = ToyConfig(), []
@@ -86,6 +89,8 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     for item in overrides:
         item = item.strip()
         key = item.split("=", 1)[0]
+        if key in TOY_ALIASES:
+            item, key = TOY_ALIASES[key] + item[len(key) :], TOY_ALIASES[key]
         if key in ("toy.oracle", "toy.base", "toy.family") and "=" in item:
             toy_updates[key[len("toy.") :]] = item.split("=", 1)[1]  # a name or path, never YAML (12:30 is not 750)
         elif item.startswith("toy."):
@@ -117,11 +122,24 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     checks += [
         (0.5 < toy.rater_agreement <= 1.0, "rater_agreement", "must be in (0.5, 1]: 0.5 is a coin flip"),
         (toy.seed >= 0, "seed", "must be >= 0"),
+        (toy.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
+        (toy.layouts_per_caption >= 0, "layouts_per_caption", "must be >= 0 (0: no layout section)"),
+        (0 < toy.layout_strength <= 1, "layout_strength", "must be in (0, 1]"),
+        (
+            toy.timestep_spacing in ("auto", *TIMESTEP_SPACINGS),
+            "timestep_spacing",
+            f"must be auto or one of {', '.join(TIMESTEP_SPACINGS)}",
+        ),
     ]
     for ok, name, rule in checks:
         if not ok:
             raise ConfigError(f"config key 'toy.{name}': {rule} (got {getattr(toy, name)})")
     validate(config)
+    if toy.layouts_per_caption and int(toy.sample_steps * toy.layout_strength) < 1:
+        raise ConfigError(
+            f"config key 'toy.layout_strength': {toy.layout_strength} of {toy.sample_steps} sampler steps is no step; "
+            "raise it or toy.sample_steps"
+        )
     for entry in parse_entries(toy.objectives):  # every entry's settings, before any work
         entry_config(config, entry)
     return toy, config
@@ -198,15 +216,35 @@ def _training_key(run: Config) -> dict[str, Any]:
     key.pop("output_dir")
     key["data"].pop("path")
     key["model"].pop("path")
-    _drop_unset_later_keys(key["data"])
+    for section in ("data", "model", "train"):
+        _drop_unset_later_keys(key[section], section)
     return key
 
 
-def _drop_unset_later_keys(data: dict[str, Any]) -> None:
-    """Keys added after STAGE_FORMAT 2 (``data.unpaired``) enter a stage's key only when set, so
+LATER_KEYS: dict[str, dict[str, Any]] = {
+    "data": {"unpaired": False},
+    "model": {"zero_terminal_snr": False, "timestep_spacing": None},
+    "train": {"timesteps": None},
+}
+"""Config keys added after STAGE_FORMAT 2, with their defaults, by section."""
+
+
+def _drop_unset_later_keys(values: dict[str, Any], section: str = "data") -> None:
+    """Keys added after STAGE_FORMAT 2 (:data:`LATER_KEYS`) enter a stage's key only when set, so
     outputs made before them stay valid."""
-    if not data.get("unpaired"):
-        data.pop("unpaired", None)
+    for key, default in LATER_KEYS[section].items():
+        if values.get(key, default) == default:
+            values.pop(key, None)
+
+
+def sampler_for(toy: ToyConfig, config: Config) -> SamplerSettings:
+    """Every generated image's sampler: ``toy.sample_steps`` and ``toy.guidance_scale``, with the
+    trailing spacing of few-step models when ``toy.timestep_spacing`` is auto and the run trains
+    on ``train.timesteps``."""
+    spacing: str | None = toy.timestep_spacing
+    if spacing == "auto":
+        spacing = "trailing" if config.train.timesteps is not None else None
+    return SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale, timestep_spacing=spacing)
 
 
 class StageRunner:
@@ -254,7 +292,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     from prefdiff.evaluate.scorers import load_mixed
     from prefdiff.models import load_backbone
     from prefdiff.objectives.base import OBJECTIVES, objective_help
-    from prefdiff.toy.evaluation import evaluate_quickstart, tuned_weights
+    from prefdiff.toy.evaluation import evaluate_layouts, evaluate_quickstart, tuned_weights
     from prefdiff.toy.oracle import oracle_fingerprint, oracle_spec
     from prefdiff.toy.report import write_quickstart_report
     from prefdiff.toy.votes import label_pairs
@@ -270,9 +308,9 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     except PrefdiffError as err:
         raise ConfigError(f"config key 'toy.oracle': {err}") from None
     out.mkdir(parents=True, exist_ok=True)
-    sampler = SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale)
+    sampler = sampler_for(toy, config)
     entries = parse_entries(toy.objectives)
-    run_stage = StageRunner(total=5 + len(entries))
+    run_stage = StageRunner(total=5 + len(entries) + (1 if toy.layouts_per_caption else 0))
 
     # ---- 1. on-policy pairs: two images per prompt from the base model
     combos = training_combos()
@@ -283,7 +321,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     base_key = {
         "base": str(base.resolve()),
         "weights": weights_digest(base, "*/*"),
-        "sampler": asdict(sampler),
+        "sampler": sampler.recorded(),  # the few-step keys only when set: older outputs stay valid
         "seed": toy.seed,
     }
     pairs = Stage(out, "pairs", {**base_key, "train": toy.train_pairs, "heldout": toy.heldout_pairs})
@@ -379,7 +417,14 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         )
         samples[name] = stage.dir
 
-    # ---- 7. win rates, faithfulness, implicit accuracy, the report
+    # ---- 5+E. the same held-out captions from colour layouts (SDEdit), base and DPO from the same seeds
+    layout_samples: dict[str, Path] = {}
+    if toy.layouts_per_caption:
+        layout_samples = layout_stage(
+            out, run_stage, base, base_key, trained["dpo"], tuned_weights(runs["dpo"]), toy, sampler
+        )
+
+    # ---- last: win rates, faithfulness, implicit accuracy, the report
     start = time.perf_counter()
     typer.echo(
         f"[{run_stage.total}/{run_stage.total}] scoring: raters' majority and the oracle, faithfulness, "
@@ -388,6 +433,10 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     summary = evaluate_quickstart(
         out, base, samples, runs, cache.dir / "heldout", scorer, spec, vote_stats, toy, config, run_entries
     )
+    summary["from_layouts"] = (
+        evaluate_layouts(layout_samples, scorer, float(vote_stats["temperature"]), toy) if layout_samples else None
+    )
+    summary["sampler"] = sampler.recorded()
     run_stage.seconds["evaluate"] = time.perf_counter() - start
     summary["family"] = toy.family
     summary["recipe"] = {
@@ -400,7 +449,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     summary["total_seconds"] = round(sum(run_stage.seconds.values()), 2)
     summary["reused_stages"] = run_stage.reused
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report = write_quickstart_report(out, summary, samples, runs)
+    report = write_quickstart_report(out, summary, samples, runs, layout_samples)
     typer.echo(
         f"DPO vs base on held-out captions: {summary['win_rate_vs_base']:.1%} by the raters' majority "
         f"(95% CI {summary['win_rate_vs_base_ci'][0]:.1%}-{summary['win_rate_vs_base_ci'][1]:.1%}), "
@@ -408,3 +457,46 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         f"report: {report}\nsummary: {out / 'summary.json'}"
     )
     return summary
+
+
+def layout_stage(
+    out: Path,
+    run_stage: StageRunner,
+    base: Path,
+    base_key: dict[str, Any],
+    dpo: Stage,
+    dpo_weights: dict[str, Path],
+    toy: ToyConfig,
+    sampler: SamplerSettings,
+) -> dict[str, Path]:
+    """Draw ``toy.layouts_per_caption`` colour layouts per held-out caption and edit each with the
+    base and the DPO model (SDEdit at ``toy.layout_strength``, the same seed for both); returns
+    the two runs, ``{"base": DIR, "dpo": DIR}``."""
+    from prefdiff.evaluate.generate import generate_prompt_set
+    from prefdiff.toy.layouts import LAYOUTS_FILE, write_layouts
+
+    number = run_stage.total - 1
+    layouts = Stage(out, "layouts", {"per_caption": toy.layouts_per_caption, "seed": toy.seed})
+    what = f"{toy.layouts_per_caption} colour layouts per held-out caption"
+    run_stage(number, layouts, "layouts", what, lambda: write_layouts(layouts.dir, toy.layouts_per_caption, toy.seed))
+    settings = replace(sampler, strength=toy.layout_strength)
+    runs: dict[str, Path] = {}
+    for name, upstream, weights in (("base", "", {}), ("dpo", dpo.digest, dpo_weights)):
+        key = {**base_key, "sampler": settings.recorded(), "model": upstream, "layouts": layouts.digest}
+        stage = Stage(out / "samples", f"layouts_{name}", key)
+        what = f"{name} from each layout (SDEdit, strength {toy.layout_strength})"
+        work = functools.partial(
+            generate_prompt_set,
+            base,
+            None,
+            1,
+            stage.dir,
+            settings=settings,
+            base_seed=toy.seed + 3,
+            batch_size=toy.generate_batch,
+            init_images=layouts.dir / LAYOUTS_FILE,
+            **weights,
+        )
+        run_stage(number, stage, "layouts", what, work)
+        runs[name] = stage.dir
+    return runs

@@ -1,6 +1,7 @@
 """DIR/report.html of the quickstart: the headline, win-rate bars with intervals, the leaderboard
 of every trained objective, a table of what changed, base / DPO / SFT side by side on held-out
-captions, and the training curves of every objective on shared axes (PNGs in DIR/plots)."""
+captions, the same captions from colour layouts (layout / base / DPO), and the training curves
+of every objective on shared axes (PNGs in DIR/plots)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,38 @@ def _grid(out: Path, samples: dict[str, Path], per_caption: int = 4) -> str:
     )
 
 
+def _layouts_section(out: Path, summary: dict[str, Any], samples: dict[str, Path], per_caption: int = 3) -> str:
+    """ "From colour layouts": the win rate of DPO over base from the same layouts and seeds, the
+    faithfulness of both, and layout | base | DPO side by side."""
+    section = summary.get("from_layouts")
+    if not section or not samples:
+        return ""
+    manifests = {name: read_manifest(run) for name, run in samples.items()}
+    by_caption: dict[str, list[tuple[int, int]]] = {}
+    for key, image in sorted(manifests["base"].items()):
+        by_caption.setdefault(image.prompt, []).append(key)
+    rows = []
+    for caption, keys in by_caption.items():
+        for key in keys[:per_caption]:
+            layout = manifests["base"][key].init_image or ""
+            cells = [f'<img src="{html.escape(os.path.relpath(layout, out))}" title="layout">']
+            cells += [
+                f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][key].file, out))}" '
+                f'title="seed {manifests[name][key].seed}">'
+                for name in ("base", "dpo")
+            ]
+            rows.append(f"<tr><td>{html.escape(caption)}</td>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
+    low, high = section["win_rate_vs_base_ci"]
+    return f"""<h2>From colour layouts</h2>
+<p>Each held-out caption with {section["layouts_per_caption"]} colour layouts (a soft blob of the caption's colour on a
+plain field); base and DPO model edit the same layout from the same seed (SDEdit, strength {section["strength"]},
+{section["sampler_steps"]} sampler steps). DPO wins <b>{section["win_rate_vs_base"]:.1%}</b> of
+{section["comparisons"]} comparisons by the raters' majority (95% CI {low:.1%}–{high:.1%}),
+{section["oracle_win_rate_vs_base"]:.1%} by the oracle. Faithfulness: base {section["faithfulness_base"]:.1%},
+DPO {section["faithfulness_dpo"]:.1%}.</p>
+<table class=g><tr><th>caption</th><th>layout</th><th>base</th><th>DPO</th></tr>{"".join(rows)}</table>"""
+
+
 def _curves(out: Path, runs: dict[str, Path], labels: dict[str, str]) -> str:
     """Loss, implicit accuracy and margin of every run, one line each (smoothed over the raw),
     each labelled by its ``toy.objectives`` entry."""
@@ -122,7 +155,11 @@ def _curves(out: Path, runs: dict[str, Path], labels: dict[str, str]) -> str:
 
 
 def write_quickstart_report(
-    out: Path, summary: dict[str, Any], samples: dict[str, Path], runs: dict[str, Path]
+    out: Path,
+    summary: dict[str, Any],
+    samples: dict[str, Path],
+    runs: dict[str, Path],
+    layout_samples: dict[str, Path] | None = None,
 ) -> Path:
     low, high = summary["win_rate_vs_base_ci"]
     votes = summary["votes"]["train"]
@@ -154,6 +191,7 @@ on {summary["heldout_pairs"]} held-out labelled pairs: {summary["implicit_accura
 <h2>What changed</h2>{_metrics_table(summary)}
 <h2>Side by side (same caption, same seed)</h2>{_grid(out, samples)}
 <p>Every comparison with its oracle scores: <a href="{compare_link}">DPO vs base report</a>.</p>
+{_layouts_section(out, summary, layout_samples or {})}
 <h2>Training</h2><p>The raw values faint, their moving average bold (train.log_every steps apart).</p>
 {_curves(out, runs, {name: row["entry"] for name, row in summary["objectives"].items()})}
 <p><small>Stage times: {html.escape(seconds)}.</small></p>
