@@ -66,7 +66,8 @@ def sweep_cell(cell: Path, strengths: list[float], per_caption: int, batch: int)
             samples[name], seconds[name] = target, round(time.perf_counter() - start, 1)
         result = evaluate_layouts(samples, scorer, temperature, toy)
         rows.append({"cell": cell.name, "oracle": spec, **{k: v for k, v in result.items() if k != "models"}})
-        rows[-1]["radius_mean"] = {name: m["radius_mean"] for name, m in result["models"].items()}
+        for key in ("radius_mean", "layout_centre_shift", "layout_radius_change"):
+            rows[-1][key] = {name: m[key] for name, m in result["models"].items()}
         rows[-1]["generate_seconds"] = seconds
         print(
             f"{cell.name} strength {strength:g}: DPO wins {result['win_rate_vs_base']:.1%} (raters), "
@@ -79,15 +80,18 @@ def sweep_cell(cell: Path, strengths: list[float], per_caption: int, batch: int)
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| cell | strength | steps | DPO vs base, raters (95% CI) | oracle | faithful base | faithful DPO |",
+        "| cell | strength | steps | DPO vs base, raters (95% CI) | oracle | faithful base / DPO "
+        "| moved from the layout, base / DPO: centre, radius |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low, high = row["win_rate_vs_base_ci"]
+        shift, grow = row["layout_centre_shift"], row["layout_radius_change"]
         lines.append(
             f"| {row['cell']} | {row['strength']:g} | {int(row['sampler_steps'] * row['strength'])} of "
             f"{row['sampler_steps']} | {row['win_rate_vs_base']:.1%} ({low:.1%}-{high:.1%}) | "
-            f"{row['oracle_win_rate_vs_base']:.1%} | {row['faithfulness_base']:.1%} | {row['faithfulness_dpo']:.1%} |"
+            f"{row['oracle_win_rate_vs_base']:.1%} | {row['faithfulness_base']:.1%} / {row['faithfulness_dpo']:.1%} | "
+            f"{shift['base']:.3f}, {grow['base']:+.3f} / {shift['dpo']:.3f}, {grow['dpo']:+.3f} |"
         )
     return "\n".join(lines)
 

@@ -87,3 +87,27 @@ def test_non_pipeline_directory_is_one_clear_line(tmp_path, shapes_parquet):
     assert result.returncode == 2
     assert "is not a diffusers pipeline directory: no model_index.json (found: notes.txt)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_toy_layouts_generate_from_them_and_compare_refuses_another_sampler(tiny_sd, tmp_path):
+    """`prefdiff toy layouts`, then `generate --init-images LAYOUTS.jsonl --strength` with the
+    layouts as the prompt set, at 4 steps and at 3: compare refuses to pair them in one line
+    naming the setting; a missing layout is one line too."""
+    layouts = tmp_path / "layouts"
+    prefdiff("toy", "layouts", "--out", str(layouts), "--per-caption", "1")
+    mapping = layouts / "layouts.jsonl"
+    assert len(mapping.read_text().splitlines()) == 6
+    common = ("--model", str(tiny_sd), "--init-images", str(mapping), "--strength", "0.5", "--resolution", "32")
+    for name, steps in (("a", "4"), ("c", "3")):
+        out = prefdiff("generate", *common, "--steps", steps, "--guidance-scale", "0", "--out", str(tmp_path / name))
+        assert "6 image(s)" in out.stdout
+    from prefdiff.manifests import pair_runs
+
+    assert len(pair_runs(tmp_path / "a", tmp_path / "c", allow_sampler_mismatch=True)) == 6  # same layouts, seeds
+    result = prefdiff("compare", str(tmp_path / "a"), str(tmp_path / "c"), "--scorer", "clip:nowhere",
+                      "--out", str(tmp_path / "cmp"), check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sampler setting 'steps' 4 in A and 3 in B" in result.stderr and "--allow-sampler-mismatch" in result.stderr
+    missing = prefdiff("generate", *common[:2], "--prompt", "a red circle", "--init-images", str(tmp_path / "no.png"),
+                       "--strength", "0.5", "--out", str(tmp_path / "d"), check=False)  # fmt: skip
+    assert missing.returncode == 2 and "no.png: no such file or folder" in missing.stderr

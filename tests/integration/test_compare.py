@@ -35,8 +35,12 @@ def runs(tiny_sd, tmp_path_factory):
 
 
 def test_compare_writes_summary_and_report(runs):
+    """Runs a and b differ in their step count (2 and 3), which makes their images differ: compare
+    refuses that unless told, then pairs them."""
     out = runs / "cmp"
-    summary = compare_runs(runs / "a", runs / "b", "python:scorer_mod:brightness", out)
+    with pytest.raises(DataError, match="sampler setting 'steps' 2 in A and 3 in B"):
+        compare_runs(runs / "a", runs / "b", "python:scorer_mod:brightness", out)
+    summary = compare_runs(runs / "a", runs / "b", "python:scorer_mod:brightness", out, allow_sampler_mismatch=True)
     saved = json.loads((out / "summary.json").read_text())
     for key in ("win_rate", "win_rate_ci", "wins", "losses", "ties", "mean_score_a", "mean_score_b"):
         assert key in saved

@@ -58,7 +58,7 @@ def _layouts(folder, count, size=40):
     return paths
 
 
-@pytest.mark.parametrize("family", ["tiny_sd", "tiny_sdxl"])
+@pytest.mark.parametrize("family", ["tiny_sd", "tiny_sdxl", "tiny_sd3", "tiny_flux"])
 def test_layouts_give_the_same_image_at_batch_sizes_1_and_4(family, request, tmp_path):
     """SDEdit on the family's image-to-image pipeline: the same seed and layout give the same
     image however the run is batched, the layout changes the image, and the manifest records
@@ -70,7 +70,9 @@ def test_layouts_give_the_same_image_at_batch_sizes_1_and_4(family, request, tmp
     mapping.write_text("".join(json.dumps(row) + "\n" for row in rows))
     settings = SamplerSettings(steps=4, guidance_scale=3.0, resolution=32, strength=0.75)
     one = generate_prompt_set(model, None, 2, tmp_path / "one", settings=settings, batch_size=1, init_images=mapping)
-    four = generate_prompt_set(model, None, 2, tmp_path / "four", settings=settings, batch_size=4, init_images=mapping)
+    four = generate_prompt_set(
+        model, mapping, 2, tmp_path / "four", settings=settings, batch_size=4, init_images=mapping
+    )
     for a, b in zip(one, four, strict=True):
         assert np.abs(_pixels(a) - _pixels(b)).max() <= 1
     assert Image.open(one[0]).size == (32, 32)

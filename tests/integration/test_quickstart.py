@@ -70,7 +70,9 @@ def check_layouts(out, summary):
     edited each from the same layout and seed, its summary fields and its report table."""
     layouts = summary["from_layouts"]
     assert LAYOUT_FIELDS <= layouts.keys()
-    assert layouts["comparisons"] == 6 and layouts["strength"] == 0.7 and layouts["sampler_steps"] == 4
+    for model in layouts["models"].values():  # how far each model moved from the layouts
+        assert 0.0 <= model["layout_centre_shift"] < 1.5 and -1.0 < model["layout_radius_change"] < 1.0
+    assert layouts["comparisons"] == 6 and layouts["strength"] == 0.85 and layouts["sampler_steps"] == 4
     for key in ("win_rate_vs_base", "oracle_win_rate_vs_base", "faithfulness_base", "faithfulness_dpo"):
         assert 0.0 <= layouts[key] <= 1.0, key
     low, high = layouts["win_rate_vs_base_ci"]
@@ -79,7 +81,7 @@ def check_layouts(out, summary):
             for name in ("base", "dpo")}  # fmt: skip
     assert len(rows["base"]) == 6 and len(list((out / "layouts" / "images").iterdir())) == 6
     for a, b in zip(rows["base"], rows["dpo"], strict=True):
-        assert a["init_image"] == b["init_image"] and a["seed"] == b["seed"] and a["strength"] == 0.7
+        assert a["init_image"] == b["init_image"] and a["seed"] == b["seed"] and a["strength"] == 0.85
         assert a["init_image"].startswith(str(out / "layouts" / "images"))
     assert rows["dpo"][0]["lora"] and rows["base"][0]["lora"] is None
     report = (out / "report.html").read_text()

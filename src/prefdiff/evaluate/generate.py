@@ -19,6 +19,7 @@ resized.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -232,10 +233,12 @@ def _sample(
         "generator": [torch.Generator(device="cpu").manual_seed(job.seed) for job in batch],
         **prompt_settings,
     }
-    if settings.strength is None:
-        call.update(height=size, width=size)
-    else:  # the image-to-image pipelines take their size from the layout
+    if settings.strength is not None:
         call.update(image=[_layout(job, size) for job in batch], strength=settings.strength)
+    if settings.strength is None or "height" in inspect.signature(pipe.__call__).parameters:
+        # SD and SDXL image-to-image take the size from the (resized) layout; SD3 and FLUX resize
+        # it to their default size unless told
+        call.update(height=size, width=size)
     return list(pipe([job.prompt for job in batch], **call).images)
 
 
@@ -300,7 +303,8 @@ def generate_prompt_set(
 ) -> list[Path]:
     """``images_per_prompt`` PNGs per prompt of ``prompts_file``, named ``p{p:05d}_i{i:03d}.png``,
     seeded by :func:`paired_seed`. With ``init_images``, each prompt starts from its layout;
-    a JSON-lines layout mapping without a ``prompts_file`` is itself the prompt set."""
+    a JSON-lines layout mapping without a ``prompts_file`` (or given as both) is itself the
+    prompt set, row ``p`` being prompt ``p`` with its layout."""
     from prefdiff.evaluate.init_images import layouts_file, read_layout_mapping
     from prefdiff.evaluate.prompts import read_prompts
 
@@ -309,11 +313,12 @@ def generate_prompt_set(
     settings = settings or SamplerSettings()
     _check_request(settings, init_images)
     layouts = None
-    if prompts_file is not None:
-        items = read_prompts(prompts_file)
-    elif init_images is not None and layouts_file(init_images):  # row p: prompt p and its layout
+    same_file = prompts_file is None or init_images is not None and prompts_file.resolve() == init_images.resolve()
+    if init_images is not None and layouts_file(init_images) and same_file:  # row p: prompt p and its layout
         rows = read_layout_mapping(init_images)
         items, layouts = [item for item, _ in rows], [image for _, image in rows]
+    elif prompts_file is not None:
+        items = read_prompts(prompts_file)
     else:
         raise ConfigError("give a prompt set (--prompts FILE), or --init-images a .jsonl mapping prompts to layouts")
     jobs = [

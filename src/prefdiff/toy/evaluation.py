@@ -150,12 +150,29 @@ def evaluate_quickstart(
     }
 
 
+def _layout_kept(run: Path, records: list[ManifestImage]) -> dict[str, float]:
+    """How far the images moved from their layouts, as :func:`perceive` reads both: the mean
+    distance between the object's centre and the blob's (a fraction of the side), and the mean
+    change of radius (positive: drawn larger than the blob)."""
+    from PIL import Image
+
+    shifts, growth = [], []
+    for record in records:
+        assert record.init_image is not None
+        layout, image = perceive(Image.open(record.init_image)), perceive(Image.open(run / record.file))
+        shifts.append(float(np.hypot(image.cx - layout.cx, image.cy - layout.cy)))
+        growth.append(image.radius - layout.radius)
+    return {"layout_centre_shift": float(np.mean(shifts)), "layout_radius_change": float(np.mean(growth))}
+
+
 def evaluate_layouts(samples: dict[str, Path], scorer: Any, temperature: float, toy: ToyConfig) -> dict[str, Any]:
     """``summary["from_layouts"]``: DPO against the base from the same colour layouts and seeds, by
     the raters' majority (fresh votes) and the oracle, and what each model made of the layouts."""
     manifests = {name: read_manifest(run) for name, run in samples.items()}
     keys = sorted(manifests["base"])
     models = {name: _model_scores(samples[name], keys, manifests[name], scorer, f"{name}, layouts") for name in samples}
+    for name, model in models.items():
+        model.update(_layout_kept(samples[name], [manifests[name][k] for k in keys]))
     result = _head_to_head(models["dpo"]["scores"], models["base"]["scores"], temperature, toy, toy.seed * 1000 + 200)
     first = manifests["base"][keys[0]]
     return {
