@@ -330,6 +330,10 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(choice) for choice in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):  # its members (an Optional's __name__ says nothing)
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

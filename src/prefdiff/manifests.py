@@ -39,7 +39,9 @@ SAMPLER_KEYS = (
     "zero_terminal_snr",
     "strength",
 )
-"""The manifest keys that say how an image was sampled (absent counts as null)."""
+"""The manifest keys that say how an image was sampled (absent counts as null, or as its
+:data:`SAMPLER_DEFAULTS` entry)."""
+SAMPLER_DEFAULTS: dict[str, Any] = {"zero_terminal_snr": False}
 
 ImageKey = tuple[int, int]
 """(prompt_index, image_index)."""
@@ -96,6 +98,7 @@ class ManifestImage:
     lora: str | None
     unet: str | None = None  # optional key: a tuned UNet replacing the pipeline's
     init_image: str | None = None  # optional key: the starting image of an image-to-image run
+    init_image_sha256: str | None = None  # optional key: that image's content, which pairs runs
     sampler: dict[str, Any] = field(default_factory=dict, compare=False)  # the SAMPLER_KEYS present
 
     @property
@@ -175,6 +178,7 @@ def _image(row: dict[str, Any], run_dir: Path, where: str) -> ManifestImage:
     lora = _optional_string(row, "lora", where)
     unet = _optional_string(row, "unet", where)
     init_image = _optional_string(row, "init_image", where)
+    init_image_sha256 = _optional_string(row, "init_image_sha256", where)
     return ManifestImage(
         prompt=required(row, "prompt", str, where),
         prompt_index=required(row, "prompt_index", int, where),
@@ -186,6 +190,7 @@ def _image(row: dict[str, Any], run_dir: Path, where: str) -> ManifestImage:
         lora=lora,
         unet=unet,
         init_image=init_image,
+        init_image_sha256=init_image_sha256,
         sampler={key: row[key] for key in SAMPLER_KEYS if key in row},
     )
 
@@ -206,6 +211,13 @@ def read_manifest(run_dir: Path) -> dict[ImageKey, ManifestImage]:
     return images
 
 
+def _layout_check(a: ManifestImage, b: ManifestImage) -> tuple[str, Any, Any]:
+    """The starting images to compare: by content when both runs recorded it, else by path."""
+    if a.init_image_sha256 is not None and b.init_image_sha256 is not None:
+        return ("init_image (content)", a.init_image_sha256, b.init_image_sha256)
+    return ("init_image", a.init_image, b.init_image)
+
+
 def pair_runs(run_a: Path, run_b: Path, allow_sampler_mismatch: bool = False) -> ImagePairs:
     """The images of two runs paired by (prompt_index, image_index), in key order.
 
@@ -221,13 +233,13 @@ def pair_runs(run_a: Path, run_b: Path, allow_sampler_mismatch: bool = False) ->
     pairs: ImagePairs = []
     for key in sorted(images_a):
         a, b = images_a[key], images_b[key]
-        checks = [("prompt", a.prompt, b.prompt), ("seed", a.seed, b.seed), ("init_image", a.init_image, b.init_image)]
+        checks = [("prompt", a.prompt, b.prompt), ("seed", a.seed, b.seed), _layout_check(a, b)]
         for name, value_a, value_b in checks:
             if value_a != value_b:
                 raise UnpairedRunsError(run_a, run_b, mismatch=(key, name, value_a, value_b))
         if not allow_sampler_mismatch:
             for name in SAMPLER_KEYS:
-                value_a, value_b = a.sampler.get(name), b.sampler.get(name)
+                value_a, value_b = (image.sampler.get(name, SAMPLER_DEFAULTS.get(name)) for image in (a, b))
                 if value_a != value_b:
                     hint = "sample both the same way, or allow it: compare --allow-sampler-mismatch"
                     raise UnpairedRunsError(

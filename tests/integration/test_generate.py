@@ -150,3 +150,10 @@ def test_few_step_runs_record_their_sampler_and_compare_refuses_a_mismatch(tiny_
     assert len(pair_runs(tmp_path / "turbo", tmp_path / "leading", allow_sampler_mismatch=True)) == 2
     with pytest.raises(ConfigError, match="--timestep-spacing 'sideways'"):
         generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "x", settings=SamplerSettings(timestep_spacing="sideways"))
+
+
+def test_zero_terminal_snr_errors_name_the_flag(tiny_sd, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    with pytest.raises(ConfigError, match=r"^--zero-terminal-snr: .*predicts epsilon"):
+        generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "a", settings=SamplerSettings(zero_terminal_snr=True))

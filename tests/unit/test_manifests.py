@@ -80,3 +80,19 @@ def test_pair_runs_refuses_a_different_seed_or_key_set(tmp_path: Path) -> None:
         pair_runs(run_a, write_run(tmp_path / "b", ["x", "y"], seed_base=7))
     with pytest.raises(UnpairedRunsError, match=r"only in A \[\(1, 0\), \(1, 1\)\], only in B \[\]"):
         pair_runs(run_a, write_run(tmp_path / "c", ["x"]))
+
+
+def test_layout_runs_pair_on_the_layouts_content_and_sampler_defaults(tmp_path: Path) -> None:
+    """Image-to-image runs: the same layout content stored in two places pairs, another layout
+    is refused naming it; an explicit zero_terminal_snr=false equals the key's absence."""
+    a = write_run(tmp_path / "a", ["x"], init_image="/data/one/l.png", init_image_sha256="ab", strength=0.8)
+    b = write_run(tmp_path / "b", ["x"], init_image="/copy/l.png", init_image_sha256="ab", strength=0.8,
+                  zero_terminal_snr=False)  # fmt: skip
+    assert len(pair_runs(a, b)) == 2
+    c = write_run(tmp_path / "c", ["x"], init_image="/data/one/l.png", init_image_sha256="cd", strength=0.8)
+    with pytest.raises(UnpairedRunsError, match=r"init_image \(content\) 'ab' in A and 'cd' in B"):
+        pair_runs(a, c)
+    d = write_run(tmp_path / "d", ["x"], init_image="/data/one/l.png", init_image_sha256="ab", strength=0.6)
+    with pytest.raises(UnpairedRunsError, match="sampler setting 'strength' 0.8 in A and 0.6 in B"):
+        pair_runs(a, d)
+    assert len(pair_runs(a, d, allow_sampler_mismatch=True)) == 2

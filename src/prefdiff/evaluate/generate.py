@@ -131,7 +131,12 @@ def load_generation_pipeline(
     scheduler = settings.scheduler if scheduler == "default" else scheduler
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
-    backbone = load_backbone(model, ModelConfig(zero_terminal_snr=settings.zero_terminal_snr))
+    try:
+        backbone = load_backbone(model, ModelConfig(zero_terminal_snr=settings.zero_terminal_snr))
+    except ConfigError as err:  # said in the flag's name: generate has no config keys
+        if not settings.zero_terminal_snr:
+            raise
+        raise ConfigError(f"--zero-terminal-snr: {str(err).split(': ', 1)[-1]}") from None
     for name, value, unset in (
         ("--scheduler", scheduler, "default"),
         ("--timestep-spacing", settings.timestep_spacing, None),
@@ -149,7 +154,12 @@ def load_generation_pipeline(
     pipe = backbone.pipeline(denoiser=tuned)
     scheduler_class = SCHEDULERS[scheduler]
     if scheduler_class is not None:
-        pipe.scheduler = getattr(diffusers, scheduler_class).from_config(pipe.scheduler.config)
+        chosen = getattr(diffusers, scheduler_class)
+        if settings.zero_terminal_snr and "rescale_betas_zero_snr" not in inspect.signature(chosen.__init__).parameters:
+            raise ConfigError(
+                f"--scheduler {scheduler!r} has no zero-terminal-SNR schedule; drop --zero-terminal-snr or pick another"
+            )
+        pipe.scheduler = chosen.from_config(pipe.scheduler.config)
     if settings.timestep_spacing is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(
             pipe.scheduler.config, timestep_spacing=settings.timestep_spacing
@@ -202,21 +212,29 @@ def run_jobs(
         **{k: v for k, v in settings.recorded().items() if k != "resolution"},
         "resolution": size,
     }
+    layout_digests = {job.init_image: _file_sha256(Path(job.init_image)) for job in jobs if job.init_image}
     with (out / "manifest.jsonl").open("w") as f:
         for job in jobs:
             row = asdict(job)
             if job.init_image is None:
                 row.pop("init_image")
+            else:  # runs are paired on the layout's content, wherever it is stored
+                row["init_image_sha256"] = layout_digests[job.init_image]
             f.write(json.dumps({**row, **common}) + "\n")
     return [out / job.file for job in jobs]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _layout(job: Job, size: int) -> Image.Image:
     from PIL import Image
 
+    from prefdiff.data.schema import open_image
+
     assert job.init_image is not None
-    with Image.open(job.init_image) as image:
-        return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return open_image(Path(job.init_image), f"layout {job.init_image}").resize((size, size), Image.Resampling.BICUBIC)
 
 
 def _sample(

@@ -23,16 +23,15 @@ from prefdiff.manifests import IMAGE_SUFFIXES, json_objects, required
 
 
 def _checked(path: Path, where: str) -> Path:
-    """``path`` resolved, after checking that it is a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    """``path`` resolved, after checking that it is a readable image (decoded in full)."""
+    from prefdiff.data.schema import check_image
 
     if not path.is_file():
         raise DataError(f"{where}: layout image not found: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"{where}: cannot read layout image {path}: {err}") from None
+        check_image(path, f"layout image {path}", mode="full")
+    except ValueError as err:
+        raise DataError(f"{where}: cannot read {err}") from None
     return path.resolve()
 
 

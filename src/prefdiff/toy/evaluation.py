@@ -159,7 +159,8 @@ def _layout_kept(run: Path, records: list[ManifestImage]) -> dict[str, float]:
     shifts, growth = [], []
     for record in records:
         assert record.init_image is not None
-        layout, image = perceive(Image.open(record.init_image)), perceive(Image.open(run / record.file))
+        with Image.open(record.init_image) as drawn, Image.open(run / record.file) as made:
+            layout, image = perceive(drawn), perceive(made)
         shifts.append(float(np.hypot(image.cx - layout.cx, image.cy - layout.cy)))
         growth.append(image.radius - layout.radius)
     return {"layout_centre_shift": float(np.mean(shifts)), "layout_radius_change": float(np.mean(growth))}
@@ -168,8 +169,9 @@ def _layout_kept(run: Path, records: list[ManifestImage]) -> dict[str, float]:
 def evaluate_layouts(samples: dict[str, Path], scorer: Any, temperature: float, toy: ToyConfig) -> dict[str, Any]:
     """``summary["from_layouts"]``: DPO against the base from the same colour layouts and seeds, by
     the raters' majority (fresh votes) and the oracle, and what each model made of the layouts."""
-    manifests = {name: read_manifest(run) for name, run in samples.items()}
-    keys = sorted(manifests["base"])
+    pairs = pair_runs(samples["dpo"], samples["base"])  # the same layouts, seeds and sampler, or a clear error
+    manifests = {"dpo": {a.key: a for a, _ in pairs}, "base": {b.key: b for _, b in pairs}}
+    keys = [a.key for a, _ in pairs]
     models = {name: _model_scores(samples[name], keys, manifests[name], scorer, f"{name}, layouts") for name in samples}
     for name, model in models.items():
         model.update(_layout_kept(samples[name], [manifests[name][k] for k in keys]))

@@ -240,11 +240,16 @@ def _drop_unset_later_keys(values: dict[str, Any], section: str = "data") -> Non
 def sampler_for(toy: ToyConfig, config: Config) -> SamplerSettings:
     """Every generated image's sampler: ``toy.sample_steps`` and ``toy.guidance_scale``, with the
     trailing spacing of few-step models when ``toy.timestep_spacing`` is auto and the run trains
-    on ``train.timesteps``."""
+    on ``train.timesteps``, and the zero-terminal-SNR schedule when the runs train with it."""
     spacing: str | None = toy.timestep_spacing
-    if spacing == "auto":
-        spacing = "trailing" if config.train.timesteps is not None else None
-    return SamplerSettings(steps=toy.sample_steps, guidance_scale=toy.guidance_scale, timestep_spacing=spacing)
+    if spacing == "auto":  # the flow families have no spacing (and refuse train.timesteps)
+        spacing = "trailing" if config.train.timesteps is not None and toy.family == "sd" else None
+    return SamplerSettings(
+        steps=toy.sample_steps,
+        guidance_scale=toy.guidance_scale,
+        timestep_spacing=spacing,
+        zero_terminal_snr=config.model.zero_terminal_snr,  # sample with the schedule the runs train on
+    )
 
 
 class StageRunner:
@@ -302,6 +307,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     family = load_backbone(base).family  # a clear error for a bad base before any work
     if family != toy.family:
         raise ConfigError(f"config key 'toy.base': {base} is an {family} pipeline; set toy.family={family}")
+    load_backbone(base, config.model).use_timesteps(config.train.timesteps)  # and for model.* / train.timesteps
     spec = oracle_spec(toy.oracle)
     try:
         scorer = load_mixed(spec)  # and for a bad oracle
@@ -482,7 +488,9 @@ def layout_stage(
     settings = replace(sampler, strength=toy.layout_strength)
     runs: dict[str, Path] = {}
     for name, upstream, weights in (("base", "", {}), ("dpo", dpo.digest, dpo_weights)):
+        # the layouts' place too: the manifests name them by path, so a moved --out redoes these
         key = {**base_key, "sampler": settings.recorded(), "model": upstream, "layouts": layouts.digest}
+        key["layouts_dir"] = str(layouts.dir.resolve())
         stage = Stage(out / "samples", f"layouts_{name}", key)
         what = f"{name} from each layout (SDEdit, strength {toy.layout_strength})"
         work = functools.partial(

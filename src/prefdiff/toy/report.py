@@ -120,8 +120,8 @@ def _layouts_section(out: Path, summary: dict[str, Any], samples: dict[str, Path
     rows = []
     for caption, keys in by_caption.items():
         for key in keys[:per_caption]:
-            layout = manifests["base"][key].init_image or ""
-            cells = [f'<img src="{html.escape(os.path.relpath(layout, out))}" title="layout">']
+            layout = manifests["base"][key].init_image
+            cells = [f'<img src="{html.escape(os.path.relpath(layout, out))}" title="layout">' if layout else "–"]
             cells += [
                 f'<img src="{html.escape(os.path.relpath(samples[name] / manifests[name][key].file, out))}" '
                 f'title="seed {manifests[name][key].seed}">'

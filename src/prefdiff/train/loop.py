@@ -277,7 +277,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     accelerator.gradient_accumulation_steps = accum
     resume_path = resolve_resume(run_dir, resume)
     if resume_path is not None:
-        check_resume_settings(run_dir, config)
+        check_resume_settings(resume_path, config)
 
     # inputs first, so that a bad model or dataset fails before anything is written
     components = build_components(config, backbone)

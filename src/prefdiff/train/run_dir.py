@@ -38,18 +38,26 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def check_resume_settings(run_dir: Path, config: Config) -> None:
-    """Refuse to resume ``run_dir`` when ``config`` differs from its recorded ``config.yaml`` in
-    one of :data:`RESUME_FIXED_KEYS` (a key absent from an older record counts as its default)."""
-    recorded_file = run_dir / "config.yaml"
+def _comparable(dotted: str, value: Any) -> Any:
+    """A fixed key's value as training uses it: a timestep set is a set (its order is not drawn)."""
+    if dotted == "train.timesteps" and value is not None:
+        return sorted(set(value))
+    return value
+
+
+def check_resume_settings(checkpoint: Path, config: Config) -> None:
+    """Refuse to resume from ``checkpoint`` (``RUN/checkpoints/step_N``) when ``config`` differs
+    from that run's recorded ``config.yaml`` in one of :data:`RESUME_FIXED_KEYS` (a key absent
+    from an older record counts as its default)."""
+    recorded_file = checkpoint.parent.parent / "config.yaml"
     if not recorded_file.is_file():
         return
     recorded = yaml.safe_load(recorded_file.read_text()) or {}
     now, defaults = to_dict(config), to_dict(Config())
     for dotted in RESUME_FIXED_KEYS:
         section, key = dotted.split(".")
-        before = recorded.get(section, {}).get(key, defaults[section][key])
-        if before != now[section][key]:
+        before = (recorded.get(section) or {}).get(key, defaults[section][key])
+        if _comparable(dotted, before) != _comparable(dotted, now[section][key]):
             raise ConfigError(
                 f"config key '{dotted}': {recorded_file} records {before!r} but the resumed run has "
                 f"{now[section][key]!r}; resume with {dotted}={json.dumps(before)} (or start a new run directory)"
