@@ -266,6 +266,38 @@ def compare(
     )
 
 
+@app.command("reference")
+def reference(
+    out: Annotated[Path, typer.Option(help="Directory for the reference errors (shards + reference_info.json).")],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="The training run's recipe (a packaged name or a YAML file)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs per no-grad reference forward.")] = 32,
+    shard_slots: Annotated[int, typer.Option(help="Slots per shard file (the unit of resume).")] = 1024,
+    train_processes: Annotated[
+        int,
+        typer.Option(
+            help="Processes the training run will use (sets its pairs per step unless train.global_batch_pairs)."
+        ),
+    ] = 1,
+    overrides: Overrides = None,
+) -> None:
+    """Compute the reference model's errors once for every slot a training run will visit (the
+    same recipe and overrides as the run), for `prefdiff train reference.mode=cached
+    reference.path=OUT`. Resumable; splits shards across processes under `accelerate launch`."""
+    _quiet_libraries()
+    from prefdiff.config import load_config
+    from prefdiff.train.reference_cache import compute_reference
+
+    cfg = load_config(config, overrides or [])
+    done = compute_reference(cfg, out, batch_size, shard_slots, train_processes)
+    typer.echo(
+        f"reference errors of {done['slots']} slots in {out} ({done['computed']} computed here in "
+        f"{done['seconds']:.1f} s); train with reference.mode=cached reference.path={out}"
+    )
+
+
 @app.command("label-ai")
 def label_ai(
     model: Annotated[Path, typer.Option(help="The pipeline that generates the two images per prompt.")],

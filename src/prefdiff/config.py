@@ -312,6 +312,22 @@ class TrainConfig:
     validation_seeds: list[int] = _f([0], "Seeds for validation images (one image per prompt and seed).")
     validation_steps: int = _f(25, "Sampler steps for validation images.")
     validation_guidance_scale: float = _f(5.0, "Classifier-free guidance scale for validation images.")
+    compile: bool = _f(
+        False,
+        "torch.compile the denoiser (the policy, and the live reference, which is the same module with LoRA); the "
+        "first step's seconds, compilation included, are logged as first_step_seconds.",
+    )
+
+
+@dataclass
+class ReferenceConfig:
+    mode: Literal["live", "cached"] = _f(
+        "live",
+        "live: run the frozen reference in every step (LoRA: adapters off; full fine-tuning: a frozen copy). cached: "
+        "read the errors `prefdiff reference` computed once for this run's slots (reference.path): an SFT-sized step, "
+        "and no frozen copy.",
+    )
+    path: str = _f("", "With reference.mode=cached: the directory `prefdiff reference --out` wrote.")
 
 
 @dataclass
@@ -322,6 +338,9 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"help": "Training objective."})
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimizer and learning-rate schedule."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "The training loop."})
+    reference: ReferenceConfig = field(
+        default_factory=ReferenceConfig, metadata={"help": "Where the reference model's errors come from."}
+    )
     output_dir: str = _f("runs/prefdiff", "Run directory: config, logs, checkpoints, weights and validation images.")
 
 
@@ -547,6 +566,11 @@ def validate(config: Config) -> None:
             f"config key 'data.unpaired' is true but objective {config.objective.name!r} trains on pairs; "
             "use an objective on per-image labels (kto) or set data.unpaired=false"
         )
+    if config.reference.mode == "cached" and not config.reference.path:
+        raise ConfigError(
+            "config key 'reference.path' is empty but reference.mode=cached: "
+            "give the directory `prefdiff reference` wrote"
+        )
     if config.data.unpaired and not config.data.drop_ties:
         raise ConfigError(
             "config key 'data.unpaired' is true with data.drop_ties=false: a tie has no desirable image; "
@@ -637,6 +661,7 @@ __all__ = [
     "ModelConfig",
     "ObjectiveConfig",
     "OptimConfig",
+    "ReferenceConfig",
     "TrainConfig",
     "describe",
     "dump_yaml",

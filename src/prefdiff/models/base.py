@@ -13,7 +13,7 @@ directory is matched to a family by the ``_class_name`` of its ``model_index.jso
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeAlias
 
@@ -91,6 +91,7 @@ class DenoisingProblem:
     conditioning: Conditioning
     num_pairs: int
     weight: torch.Tensor | None = None
+    slots: list[int] = field(default_factory=list)  # the pairs' data-stream slots (a cached reference reads by them)
 
     @property
     def has_losers(self) -> bool:
@@ -301,7 +302,9 @@ class Backbone:
         noisy, target = self.noisy_input_and_target(latents, noise, timesteps)
         original_size, crop_top_left = batch.micro_conditioning(with_losers)
         cond = self.image_conditioning(prompt_cond, original_size, crop_top_left, resolution)
-        return DenoisingProblem(noisy, target, timesteps, cond, batch.num_pairs, self.loss_weight(timesteps))
+        return DenoisingProblem(
+            noisy, target, timesteps, cond, batch.num_pairs, self.loss_weight(timesteps), list(batch.slots)
+        )
 
     def loss_weight(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         """Per-sample loss weight ``[N]`` for these timesteps; None means 1 (plain mean)."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import typer
 
-from prefdiff.config import Config, load_config, merge_into, parse_overrides, to_dict, validate
+from prefdiff.config import Config, ReferenceConfig, load_config, merge_into, parse_overrides, to_dict, validate
 from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import TIMESTEP_SPACINGS, SamplerSettings
@@ -218,13 +218,15 @@ def _training_key(run: Config) -> dict[str, Any]:
     key["model"].pop("path")
     for section in ("data", "model", "train"):
         _drop_unset_later_keys(key[section], section)
+    if key.get("reference") == to_dict(ReferenceConfig()):  # a section added after STAGE_FORMAT 2
+        key.pop("reference")
     return key
 
 
 LATER_KEYS: dict[str, dict[str, Any]] = {
     "data": {"unpaired": False},
     "model": {"zero_terminal_snr": False, "timestep_spacing": None},
-    "train": {"timesteps": None},
+    "train": {"timesteps": None, "compile": False},
 }
 """Config keys added after STAGE_FORMAT 2, with their defaults, by section."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from prefdiff.train.auto_beta import resolve_auto_beta
 from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, save_checkpoint
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
+from prefdiff.train.reference import Reference
 from prefdiff.train.run_dir import check_resume_settings, write_run_info
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
@@ -136,10 +138,10 @@ def _prepare(config: Config, accelerator: Any, components: Components, accum: in
     if cfg_t.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     denoiser.train()
+    if cfg_t.compile:
+        denoiser.compile()  # in place: the same module, its forward compiled at the first step
     reference = (
-        strategy.reference(backbone, weight_dtype, accelerator.autocast, sharder(accelerator))
-        if components.objective.needs_reference
-        else None
+        _reference(config, components, accelerator, weight_dtype) if components.objective.needs_reference else None
     )
     optimizer = build_optimizer(params, config.optim)
     lr_scheduler = build_scheduler(optimizer, config.optim, cfg_t.max_steps)
@@ -152,6 +154,23 @@ def _prepare(config: Config, accelerator: Any, components: Components, accum: in
     strategy.register_checkpoint_hooks(accelerator)
     ctx = StepContext(backbone, components.objective, reference, cfg_t.seed, config.data.resolution, accelerator.device)
     return Session(config, accelerator, components, denoiser, params, optimizer, lr_scheduler, state, ctx, accum)
+
+
+def _reference(config: Config, components: Components, accelerator: Any, weight_dtype: torch.dtype) -> Reference:
+    """The live reference of the strategy, or with ``reference.mode=cached`` the errors that
+    `prefdiff reference` computed (checked against this run; no frozen copy is built)."""
+    if config.reference.mode == "live":
+        return components.strategy.reference(
+            components.backbone, weight_dtype, accelerator.autocast, sharder(accelerator)
+        )
+    if is_unpaired(components.objective):
+        raise ConfigError(
+            f"config key 'reference.mode': cached reference errors are per pair; objective "
+            f"{config.objective.name!r} also needs the reference on mismatched prompts: use reference.mode=live"
+        )
+    from prefdiff.train.reference_cache import CachedReference
+
+    return CachedReference.open(Path(config.reference.path), config, accelerator.num_processes)
 
 
 def _resume(session: Session, resume_path: Path) -> None:
@@ -303,8 +322,14 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
         dynamic_ncols=True,
     )
     last: dict[str, float] = {}
+    first = True
     while session.state.global_step < cfg_t.max_steps:
+        start = time.perf_counter()
         last = _optimizer_step(session, batches)
+        if first and cfg_t.compile:  # compilation happens in the first step: reported apart
+            last["first_step_seconds"] = time.perf_counter() - start
+            log.info("first step (compiling the denoiser): %.1f s", last["first_step_seconds"])
+        first = False
         _record(session, last, progress)
         _after_step(session)
     progress.close()
