@@ -22,6 +22,8 @@ Modes, all over the same 2B images:
   sft_full  the same, full fine-tuning
   mapo_lora B pairs, policy fwd+bwd on [w; l] (2B) and no reference at all (MaPO is reference-free)
   mapo_full the same with full fine-tuning: no frozen copy in memory
+  dpocached_lora  dpo_lora with reference.mode=cached: the reference errors looked up by slot
+  dpocached_full  dpo_full the same way: no reference forward and no frozen copy in memory
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ TRANSFORMERS = {
         axes_dims_rope=(16, 56, 56),
     ),
 }
-MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full", "mapo_lora", "mapo_full")
+MODES = ("dpo_lora", "dpo_full", "sft_lora", "sft_full", "mapo_lora", "mapo_full", "dpocached_lora", "dpocached_full")
 
 
 def synthetic_conditioning(family: str, denoiser, pairs: int, t5_tokens: int) -> dict:
@@ -159,7 +161,8 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     lora = mode.endswith("lora")
-    objective_name = mode.split("_")[0]
+    cached = mode.startswith("dpocached")
+    objective_name = "dpo" if cached else mode.split("_")[0]
     overrides = [
         f"model.path={pipeline_dir}",
         f"objective.name={objective_name}",
@@ -167,6 +170,7 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
         f"lora.rank={args.rank}",
         f"lora.alpha={args.rank}",
         "optim.lr=1e-6",
+        f"optim.name={args.optim}",
     ]
     config = load_config(None, overrides + (["objective.beta=5000"] if objective_name == "dpo" else []))
     torch.manual_seed(0)
@@ -191,8 +195,7 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    reference = strategy.reference(backbone, dtype, autocast) if objective.needs_reference else None
-    optimizer = build_optimizer(params, config.optim)
+    reference = strategy.reference(backbone, dtype, autocast) if objective.needs_reference and not cached else None
     pairs = args.pairs if objective.needs_losers else 2 * args.pairs  # the same 2B images
     shape = (pairs, backbone.latent_shape(64)[0], args.latent, args.latent)
     batch = PairBatch(
@@ -204,6 +207,14 @@ def build(args: argparse.Namespace, mode: str, pipeline_dir: Path):
         winner_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
         loser_latents=LatentStats(torch.randn(shape), torch.full(shape, 0.01)),
     )
+    optimizer = build_optimizer(params, config.optim)
+    if cached:  # what `prefdiff reference` stores: the untrained policy's (the base's) errors per slot
+        from prefdiff.train.reference import ModuleReference
+        from prefdiff.train.reference_cache import CachedReference
+
+        problem = backbone.denoising_problem(batch, 0, args.latent * 2, device)
+        winners, losers = problem.split(ModuleReference(denoiser, autocast).errors(backbone, problem))
+        reference = CachedReference(torch.stack([winners, losers], dim=1).float().cpu())
     ctx = StepContext(backbone, objective, reference, seed=0, resolution=args.latent * 2, device=device)
     return ctx, denoiser, optimizer, batch, autocast
 
@@ -266,6 +277,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--optim", choices=["adamw", "adafactor"], default="adamw", help="the optimizer's state is memory too"
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
@@ -290,6 +304,8 @@ def main() -> None:
         args.device,
         "--dtype",
         args.dtype,
+        "--optim",
+        args.optim,
     ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
 
     if args.child_memory:
@@ -329,15 +345,26 @@ def main() -> None:
         f"{images} images per step ({args.pairs} pairs for DPO, {images} winners for SFT), "
         f"torch threads {torch.get_num_threads()}"
     )
-    print(f"{'mode':<10} {'ms/step':>9} {'pairs/s':>9} {'images/s':>9} {'mem MiB':>9}")
+    print(f"{'mode':<14} {'ms/step':>9} {'pairs/s':>9} {'images/s':>9} {'mem MiB':>9}")
     for mode in args.modes:
         pairs_per_step = images if mode.startswith("sft") else args.pairs
         print(
-            f"{mode:<10} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
+            f"{mode:<14} {seconds[mode] * 1000:>9.1f} {pairs_per_step / seconds[mode]:>9.2f} "
             f"{images / seconds[mode]:>9.2f} {memory[mode]:>9.0f}"
         )
-    ratios, mapo = {}, {}
+    ratios, mapo, cached = {}, {}, {}
     for kind in ("lora", "full"):
+        if f"dpocached_{kind}" in seconds and f"sft_{kind}" in seconds:
+            cached[kind] = {
+                "step_over_sft": seconds[f"dpocached_{kind}"] / seconds[f"sft_{kind}"],
+                "step_over_live": seconds[f"dpocached_{kind}"] / seconds.get(f"dpo_{kind}", float("nan")),
+                "memory_over_live": memory[f"dpocached_{kind}"] / memory.get(f"dpo_{kind}", float("nan")),
+            }
+            print(
+                f"cached-reference DPO ({kind}): step {cached[kind]['step_over_sft']:.2f}x SFT (target <= 1.05x), "
+                f"{cached[kind]['step_over_live']:.2f}x live DPO; peak memory {cached[kind]['memory_over_live']:.2f}x "
+                "live DPO (full: target <= 0.6x)"
+            )
         if f"dpo_{kind}" in seconds and f"sft_{kind}" in seconds:
             ratios[kind] = seconds[f"dpo_{kind}"] / seconds[f"sft_{kind}"]
             print(f"DPO/SFT step time on the same {images} images ({kind}): {ratios[kind]:.2f}x (floor ~1.33x)")
@@ -354,6 +381,7 @@ def main() -> None:
                     "peak_mib": memory,
                     "dpo_over_sft": ratios,
                     "mapo_over_dpo": mapo,
+                    "cached_reference": cached,
                 },
                 indent=2,
             )

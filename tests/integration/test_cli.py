@@ -17,7 +17,7 @@ def prefdiff(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_help_lists_every_subcommand():
     out = prefdiff("--help").stdout
-    for command in ("train", "generate", "make-tiny", "quickstart", "config", "label"):
+    for command in ("train", "generate", "make-tiny", "quickstart", "config", "label", "reference"):
         assert command in out
 
 

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
 from prefdiff.errors import ConfigError
+from prefdiff.train import loop
 from prefdiff.train.components import build_components, build_pair_data
 from prefdiff.train.loop import train
 from prefdiff.train.reference import ModuleReference
@@ -58,7 +61,24 @@ def test_cached_reference_trains_like_the_live_one(tiny_sd, shapes_parquet, tmp_
     fine-tune with a cached reference builds no frozen copy of the UNet."""
     common = ("train.max_steps=3", f"lora.enabled={str(lora).lower()}", "objective.beta=500", "optim.eps=1e-2")
     common += () if lora else ("optim.lr=1e-4",)
+    # parameters of the UNets each run made, once its reference is built; the UNets alive before a
+    # run are kept alive (in `kept`) so that no new one can reuse their ids
+    held, before, kept = [], set(), []
+    original = loop._reference
+
+    def unets():
+        gc.collect()
+        return [m for m in gc.get_objects() if isinstance(m, UNet2DConditionModel)]
+
+    def counting(*args, **kwargs):
+        built = original(*args, **kwargs)
+        held.append(sum(p.numel() for unet in unets() if id(unet) not in before for p in unet.parameters()))
+        return built
+
+    monkeypatch.setattr(loop, "_reference", counting)
     live = tiny_config(tiny_sd, shapes_parquet, tmp_path / "live", *common)
+    kept.extend(unets())
+    before.update(id(unet) for unet in kept)
     train(live)
     compute_reference(live, tmp_path / "ref", batch_size=2, progress=False)
     if not lora:
@@ -69,8 +89,12 @@ def test_cached_reference_trains_like_the_live_one(tiny_sd, shapes_parquet, tmp_
 
         monkeypatch.setattr(reference.FrozenCopyReference, "__init__", no_copy)
     cached_dir = tmp_path / "cached"
+    kept.extend(unets())
+    before.update(id(unet) for unet in kept)
     train(tiny_config(tiny_sd, shapes_parquet, cached_dir, *common, "reference.mode=cached",
                       f"reference.path={tmp_path / 'ref'}"))  # fmt: skip
+    if not lora:  # the live run held the policy and its frozen copy, the cached run the policy alone
+        assert held[0] == 2 * held[1] > 0
     for a, b in zip(metrics(cached_dir), metrics(tmp_path / "live"), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["ref_err_w"] == pytest.approx(b["ref_err_w"], rel=1e-5)
@@ -167,3 +191,28 @@ def test_two_processes_compute_the_same_reference(tiny_sd, shapes_parquet, tmp_p
         one, two = (load_file(str(tmp_path / n / f"errors_{k:06d}.safetensors")) for n in ("one", "two"))
         torch.testing.assert_close(two["errors"], one["errors"], rtol=RTOL, atol=1e-7)
         assert torch.equal(two["slots"], one["slots"])
+
+
+def test_train_compile_compiles_the_denoiser_and_reports_the_first_step(tiny_sd, shapes_parquet, tmp_path, monkeypatch):
+    """train.compile=true: the denoiser's forward is compiled in place (here with dynamo's eager
+    backend: inductor's code generation takes minutes on CPU, see docs/benchmarks.md), the first
+    step's seconds are logged apart, and training matches the uncompiled run."""
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_eagerly(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return original(module, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    plain = tiny_config(tiny_sd, shapes_parquet, tmp_path / "plain", "objective.beta=500", "optim.eps=1e-2")
+    train(plain)
+    fast = tiny_config(tiny_sd, shapes_parquet, tmp_path / "fast", "objective.beta=500", "optim.eps=1e-2",
+                       "train.compile=true")  # fmt: skip
+    train(fast)
+    assert compiled == ["UNet2DConditionModel"]
+    rows = metrics(tmp_path / "fast")
+    assert rows[0]["first_step_seconds"] > 0 and "first_step_seconds" not in rows[1]
+    for a, b in zip(rows, metrics(tmp_path / "plain"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert_same_weights(lora_weights(tmp_path / "fast"), lora_weights(tmp_path / "plain"), atol=1e-6)
