@@ -66,6 +66,10 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="'latest' (newest checkpoint in output_dir) or a checkpoint directory.")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="output_dir holds an earlier run: remove it and start afresh (refused without this)."),
+    ] = False,
     overrides: Overrides = None,
 ) -> None:
     """Train with Diffusion-DPO (or SFT) on a diffusers pipeline directory."""
@@ -74,7 +78,7 @@ def train(
     from prefdiff.train.loop import train as run_training
 
     cfg = load_config(config, overrides or [])
-    result = run_training(cfg, resume=resume)
+    result = run_training(cfg, resume=resume, overwrite=overwrite)
     typer.echo(f"done: {result.state.global_step} steps; weights in {result.final_weights}")
 
 

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import math
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,6 +313,12 @@ class TrainConfig:
     validation_seeds: list[int] = _f([0], "Seeds for validation images (one image per prompt and seed).")
     validation_steps: int = _f(25, "Sampler steps for validation images.")
     validation_guidance_scale: float = _f(5.0, "Classifier-free guidance scale for validation images.")
+    on_nonfinite: Literal["stop", "skip_step"] = _f(
+        "stop",
+        "A non-finite loss or gradient norm: stop (an error naming the step and the metric, before the update, so the "
+        "last checkpoint and the weights stay finite; exit 2) or skip_step (drop that step's update, count it as "
+        "skipped_steps, go on).",
+    )
     compile: bool = _f(
         False,
         "torch.compile the denoiser (the policy, and the live reference, which is the same module with LoRA); the "
@@ -401,11 +408,13 @@ def _coerce_int(value: Any, key: str) -> int:
 def _coerce_float(value: Any, key: str) -> float:
     if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if not math.isfinite(value):  # inf or nan: a run would train on it and diverge silently
+        raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
     return float(value)
 
 

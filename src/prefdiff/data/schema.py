@@ -42,14 +42,42 @@ def _open(source: ImageSource) -> Image.Image:
     return Image.open(source)
 
 
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+"""Images with transparency (RGBA, LA, P with a transparent colour) are composited onto white."""
+
+
+def to_rgb(image: Image.Image, what: str = "image") -> Image.Image:
+    """``image`` as 8-bit RGB. High bit depth (16-bit greyscale ``I;16*``, 32-bit ``I`` holding
+    16-bit values) is scaled to 8 bits, not clipped (PIL's ``convert`` saturates it to white);
+    transparency is composited onto :data:`TRANSPARENT_BACKGROUND`. Float (``F``) images and
+    32-bit values past 16 bits have no agreed range and are refused (ValueError naming ``what``)."""
+    import numpy as np
+
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "I" and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{what}: 32-bit image with values outside 0-65535: no known range (mode I)")
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        raise ValueError(f"{what}: floating-point image (mode F) has no known range; save it as 8 or 16 bits")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def open_image(source: ImageSource, what: str = "image") -> Image.Image:
-    """Decode an image source to RGB; raises ValueError naming ``what`` when it is corrupt."""
+    """Decode an image source to 8-bit RGB (:func:`to_rgb`); raises ValueError naming ``what``
+    when it is corrupt or of a mode with no known range."""
     try:
         image = _open(source)
         image.load()
     except Exception as err:  # PIL raises many types for bad data
         raise ValueError(f"{what}: cannot decode image ({err})") from None
-    return image.convert("RGB")
+    return to_rgb(image, what)
 
 
 def check_image(source: ImageSource, what: str = "image", mode: ImageCheck = "header") -> None:

@@ -143,6 +143,10 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the recipe as UTF-8"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -285,7 +285,9 @@ def _train_or_resume(run: Config, stage_dir: Path) -> None:
 
     start, sampler = time.perf_counter(), RssSampler(interval=0.01)
     try:
-        train(run, resume="latest" if list_checkpoints(stage_dir) else None)
+        # an attempt killed before its first checkpoint left a partial run in the stage: redo it
+        resume = "latest" if list_checkpoints(stage_dir) else None
+        train(run, resume=resume, overwrite=resume is None)
     finally:
         growth = sampler.stop()
     record = {"train_seconds": round(time.perf_counter() - start, 2), "peak_memory_mb": round(growth / 2**20, 1)}

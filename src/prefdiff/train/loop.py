@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 
 from prefdiff.config import Config, to_dict
 from prefdiff.data.batch import PairBatch
-from prefdiff.errors import ConfigError
+from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.models import Backbone
 from prefdiff.models.base import Denoiser
 from prefdiff.objectives.base import is_unpaired, needs_reference_point
@@ -31,7 +31,7 @@ from prefdiff.train.checkpoint import drop_later_checkpoints, resolve_resume, sa
 from prefdiff.train.components import Components, build_components, build_pair_data
 from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.reference import Reference
-from prefdiff.train.run_dir import check_resume_settings, write_run_info
+from prefdiff.train.run_dir import RunLock, check_resume_settings, claim_run_dir, write_run_info
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
 from prefdiff.train.step import StepContext, micro_batch_loss, step_reference_point
@@ -72,6 +72,10 @@ class Session:
     @property
     def pairs_per_step(self) -> int:
         return self.config.train.batch_size * self.accelerator.num_processes * self.accum
+
+
+class TrainingDiverged(PrefdiffError):
+    """A non-finite loss or gradient norm with ``train.on_nonfinite=stop``."""
 
 
 def _accumulation_steps(config: Config, world_size: int) -> int:
@@ -174,7 +178,14 @@ def _reference(config: Config, components: Components, accelerator: Any, weight_
 
 
 def _resume(session: Session, resume_path: Path) -> None:
-    session.accelerator.load_state(str(resume_path))
+    try:
+        session.accelerator.load_state(str(resume_path))
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:  # torch.load and safetensors' many errors
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"--resume {resume_path}: the checkpoint cannot be loaded ({cause[:300]}); it is damaged or from another "
+            "setup: resume from an earlier one (RUN/checkpoints/step_N) or start afresh"
+        ) from None
     state = session.state
     log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
     if session.accelerator.is_main_process:
@@ -217,16 +228,23 @@ def _optimizer_step(session: Session, batches: Iterator[PairBatch]) -> dict[str,
         step_batches = [next(batches) for _ in range(session.accum)]
         reduce_sum = lambda t: acc.reduce(t, reduction="sum")  # noqa: E731
         reference_point = step_reference_point(session.ctx, session.denoiser, step_batches, reduce_sum)
+    nonfinite_loss = False
+    skipped = 0.0
     for index in range(session.accum):
         batch = step_batches[index] if step_batches else next(batches)
         with acc.accumulate(session.denoiser):
             out = micro_batch_loss(session.ctx, session.denoiser, batch, reference_point)
+            nonfinite_loss = nonfinite_loss or not bool(torch.isfinite(out.loss.detach()))
             acc.backward(out.loss)
             grad_norm = None
+            update = True
             if acc.sync_gradients:
                 max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
                 grad_norm = acc.clip_grad_norm_(session.params, max_norm)
-            session.optimizer.step()
+                update = _finite_or_stop(session, nonfinite_loss, grad_norm, out.loss)
+                skipped = 0.0 if update else 1.0
+            if update:
+                session.optimizer.step()
             session.optimizer.zero_grad(set_to_none=True)
         for key, value in out.metrics.items():
             sums[key] += float(value) / session.accum
@@ -242,7 +260,53 @@ def _optimizer_step(session: Session, batches: Iterator[PairBatch]) -> dict[str,
     metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
     metrics["lr"] = step_lr
     metrics["pairs_seen"] = float(state.pairs_seen)
+    if config.train.on_nonfinite == "skip_step":
+        state.skipped_steps += int(skipped)
+        metrics["skipped_steps"] = float(state.skipped_steps)
     return metrics
+
+
+def _check_weights_finite(session: Session, what: str) -> None:
+    """Never write non-finite weights: a finite loss and gradient can still step into inf."""
+    acc = session.accelerator
+
+    def local(param: torch.Tensor) -> torch.Tensor:  # FSDP2 holds DTensor shards: check this process's part
+        detached: Any = param.detach()
+        return detached.to_local() if hasattr(detached, "to_local") else detached
+
+    bad = torch.tensor(float(any(not bool(torch.isfinite(local(p)).all()) for p in session.params)), device=acc.device)
+    if float(acc.reduce(bad, reduction="sum")) > 0:
+        raise TrainingDiverged(
+            f"step {session.state.global_step}: the trainable weights hold inf or nan; {what} was not saved "
+            "(the previous checkpoint is kept). Lower optim.lr"
+        )
+
+
+def _finite_or_stop(session: Session, nonfinite_loss: bool, grad_norm: Any, loss: torch.Tensor) -> bool:
+    """Whether this optimizer step may update the weights. A non-finite loss (on any micro-batch,
+    on any process) or gradient norm stops the run before the update with ``train.on_nonfinite
+    =stop``, so the weights and the last checkpoint stay finite; with ``skip_step`` the update
+    is dropped."""
+    acc = session.accelerator
+    flags = torch.tensor([float(nonfinite_loss), float(not math.isfinite(float(grad_norm)))], device=acc.device)
+    loss_bad, norm_bad = (bool(v) for v in acc.reduce(flags, reduction="sum").tolist())
+    if not (loss_bad or norm_bad):
+        return True
+    step = session.state.global_step + 1
+    metric = "loss" if loss_bad else "grad_norm"
+    value = float(loss.detach()) if loss_bad else float(grad_norm)
+    if session.config.train.on_nonfinite == "skip_step":
+        log.warning("step %d: %s is %s: the update is skipped (train.on_nonfinite=skip_step)", step, metric, value)
+        return False
+    from prefdiff.train.checkpoint import list_checkpoints
+
+    found = list_checkpoints(session.run_dir)
+    kept = f"the last checkpoint, {found[-1]}, is finite (--resume latest)" if found else "no checkpoint was saved yet"
+    raise TrainingDiverged(
+        f"step {step}: {metric} is {value} (on this process or another): the run diverged and stopped before "
+        f"the update (train.on_nonfinite=stop); {kept}, and no weights were saved as the result. "
+        "Lower optim.lr or raise objective.beta, or set train.on_nonfinite=skip_step"
+    )
 
 
 def _record(session: Session, metrics: dict[str, float], progress: Any) -> None:
@@ -266,6 +330,7 @@ def _after_step(session: Session) -> None:
     """Checkpoint and validation images on their schedules."""
     cfg_t, step = session.config.train, session.state.global_step
     if cfg_t.checkpoint_every and step % cfg_t.checkpoint_every == 0:
+        _check_weights_finite(session, f"checkpoint step {step}")
         save_checkpoint(session.accelerator, session.run_dir, step, cfg_t.keep_last)
     if _validates(session) and _validation_due(session):
         _validate(session)
@@ -285,16 +350,42 @@ def _validation_due(session: Session) -> bool:
     return bool(cfg_t.validate_every and session.state.global_step % cfg_t.validate_every == 0)
 
 
-def train(config: Config, resume: str | None = None, backbone: Backbone | None = None) -> TrainResult:
-    """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint path."""
+def train(
+    config: Config, resume: str | None = None, backbone: Backbone | None = None, overwrite: bool = False
+) -> TrainResult:
+    """Run ``config`` to ``train.max_steps``; ``resume`` is ``None``, ``"latest"`` or a checkpoint
+    path. A run directory that holds a run is refused unless resuming it or ``overwrite`` (which
+    removes the old run first); a run directory another trainer holds is refused."""
+    run_dir = Path(config.output_dir)
+    accelerator = _make_accelerator(config)
+    resume_path = resolve_resume(run_dir, resume)
+    lock = RunLock(run_dir)
+
+    def claim() -> None:  # once the inputs are known good, before anything is written
+        if accelerator.is_main_process:
+            lock.acquire()  # first: a refused second trainer must not --overwrite the running one's outputs
+        claim_run_dir(run_dir, resume_path is not None, overwrite, accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+
+    try:
+        return _train(config, accelerator, resume_path, backbone, claim)
+    finally:
+        lock.release()
+
+
+def _train(
+    config: Config,
+    accelerator: Any,
+    resume_path: Path | None,
+    backbone: Backbone | None,
+    claim: Callable[[], None],
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     cfg_t = config.train
     run_dir = Path(config.output_dir)
-    accelerator = _make_accelerator(config)
     accum = _accumulation_steps(config, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
-    resume_path = resolve_resume(run_dir, resume)
     if resume_path is not None:
         check_resume_settings(resume_path, config)
 
@@ -302,6 +393,7 @@ def train(config: Config, resume: str | None = None, backbone: Backbone | None =
     components = build_components(config, backbone)
     unpaired = is_unpaired(components.objective)
     stream, collate = build_pair_data(config.data, cfg_t.seed, components.backbone, unpaired)
+    claim()
     if accelerator.is_main_process:
         result = components.strategy.result_path(components.backbone, run_dir).relative_to(run_dir)
         extra = {"processes": accelerator.num_processes, "grad_accum_steps": accum, "result": str(result)}
@@ -340,6 +432,7 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     """Save the result, validate once more unless the last step just did, end the trackers."""
     acc = session.accelerator
     acc.wait_for_everyone()
+    _check_weights_finite(session, "the result")
     final = session.components.strategy.result_path(session.components.backbone, session.run_dir)
     session.components.strategy.save_result(
         session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir, acc.is_main_process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,20 @@ from prefdiff.errors import ConfigError
 
 # Keys that change which denoising problems a run trains on: a resumed run must keep them, or its
 # second half trains another model than its first (and the recorded config.yaml would be wrong).
-RESUME_FIXED_KEYS = ("train.timesteps", "model.zero_terminal_snr", "model.prediction_type")
+RESUME_FIXED_KEYS = (
+    "train.timesteps",
+    "model.zero_terminal_snr",
+    "model.prediction_type",
+    "lora.enabled",
+    "lora.rank",
+    "lora.alpha",
+    "lora.target_modules",
+    "objective.name",
+    "train.batch_size",
+    "train.seed",
+)
+"""Also what the checkpoint's shapes or the data position depend on: the adapter's shape, the
+objective, and the batch and seed that map steps to data slots."""
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -77,3 +91,106 @@ def write_run_info(run_dir: Path, config: Config, extra: dict[str, Any] | None =
         **(extra or {}),
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+RUN_MARKERS = ("config.yaml", "run_info.json", "metrics.jsonl", "checkpoints")
+"""What makes a directory a run directory: a new run there would mix with the old one."""
+RUN_OUTPUTS = (*RUN_MARKERS, "logs", "validation", "lora", "unet", "transformer", "auto_beta.json")
+"""What ``--overwrite`` removes: everything a run writes, and nothing else in the folder."""
+
+
+def claim_run_dir(run_dir: Path, resuming: bool, overwrite: bool, is_main_process: bool = True) -> None:
+    """Refuse to start a new run in a directory that holds one (a finished or an interrupted run),
+    unless ``resuming`` it or asked to ``overwrite`` it, which removes the old run's outputs first
+    (main process only)."""
+    if resuming or not run_dir.is_dir():
+        return
+    found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        from prefdiff.train.checkpoint import list_checkpoints
+
+        checkpoints = list_checkpoints(run_dir)
+        finished = any((run_dir / name).exists() for name in ("lora", "unet", "transformer"))
+        state = "a finished run" if finished else f"an unfinished run ({len(checkpoints)} checkpoint(s))"
+        hint = "--resume latest to continue it, " if checkpoints and not finished else ""
+        raise ConfigError(
+            f"output_dir {run_dir} holds {state} ({', '.join(found)}): use {hint}another output_dir, or --overwrite to "
+            "remove the old run first"
+        )
+    if is_main_process:
+        import shutil
+
+        for name in RUN_OUTPUTS:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+
+LOCK_FILE = ".prefdiff.lock"
+
+
+class RunLock:
+    """One trainer per run directory: ``RUN/.prefdiff.lock`` holds the pid, host and start time of
+    the process that trains there (the main process; its peers under DDP train the same run).
+    A second trainer is refused, naming the holder. A lock left by a process that died on this
+    host is taken over; one from another host cannot be checked from here and is refused with
+    the file to delete."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> None:
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for _ in range(2):
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._refuse_or_clear(host)
+                continue
+            with os.fdopen(handle, "w") as f:
+                json.dump(mine, f)
+            self.held = True
+            return
+        raise ConfigError(f"{self.path}: could not take the run directory's lock")  # pragma: no cover
+
+    def _refuse_or_clear(self, host: str) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            holder = {}
+        pid, where = holder.get("pid"), holder.get("host")
+        if where == host and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            raise ConfigError(
+                f"{self.path.parent} is being trained by pid {pid} (since {holder.get('started')}): wait for it to "
+                "finish, or use another output_dir"
+            )
+        if where not in (None, host):
+            raise ConfigError(
+                f"{self.path.parent} is locked by pid {pid} on host {where} (since {holder.get('started')}); if that "
+                f"run is gone, delete {self.path}"
+            )
+        self.path.unlink(missing_ok=True)  # its process is gone (or it is ours, left by a crash): stale
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
