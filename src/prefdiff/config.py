@@ -155,6 +155,11 @@ class DataConfig:
         "Train an objective on per-image labels (kto) from pair data: each pair's winner becomes a desirable "
         "image and its loser an undesirable one (Diffusion-KTO's conversion). Not needed for an images.jsonl.",
     )
+    allow_outside_paths: bool = _f(
+        False,
+        "pairs.jsonl folders: accept image paths that lead out of the file's folder (.., absolute paths, symlinks "
+        "out); refused rows by default, as in the label app.",
+    )
     max_pairs: int | None = _f(
         None, "Use at most this many pairs (the first ones in storage order, after drops); None for all."
     )

@@ -170,3 +170,83 @@ def test_resuming_from_a_truncated_checkpoint_is_one_clear_error(tiny_sd, shapes
     with pytest.raises(ConfigError, match=r"--resume .*step_0000001: the checkpoint cannot be loaded"):
         train(tiny_config(tiny_sd, shapes_parquet, run, "train.checkpoint_every=1"), resume="latest")
     assert not (run / LOCK_FILE).exists()
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A tmpfs mount (root only; skipped otherwise): ``mount(options)`` returns its folder."""
+    mounted = []
+
+    def mount(options: str):
+        target = tmp_path / f"mnt{len(mounted)}"
+        target.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def _train_cli(tiny_sd, shapes_parquet, out, *extra):
+    args = [f"model.path={tiny_sd}", f"data.path={shapes_parquet}", f"output_dir={out}", "data.resolution=32",
+            "train.max_steps=2", "train.report_to=none", *extra]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "prefdiff", "train", *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_a_read_only_output_directory_is_one_line(tiny_sd, shapes_parquet, small_mount):
+    read_only = small_mount("ro,size=1m")
+    result = _train_cli(tiny_sd, shapes_parquet, read_only / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"error: cannot write {read_only / 'run'}: read-only file system"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tiny_sd, shapes_parquet, small_mount):
+    full = small_mount("size=96k")
+    result = _train_cli(tiny_sd, shapes_parquet, full / "run", "train.checkpoint_every=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and ("no space left on device" in errors[0] or "disk space" in errors[0]), errors
+    checkpoints = full / "run" / "checkpoints"
+    partial = [p for p in checkpoints.iterdir() if not (p / "COMPLETE").exists()] if checkpoints.is_dir() else []
+    assert partial == []
+    assert not (full / "run" / LOCK_FILE).exists()
+
+
+def test_cache_and_label_export_to_a_read_only_directory_are_one_line(tiny_sd, shapes_parquet, small_mount, tmp_path):
+    read_only = small_mount("ro,size=1m")
+    cache = subprocess.run(
+        [sys.executable, "-m", "prefdiff", "cache", "--model", str(tiny_sd), "--data", str(shapes_parquet),
+         "--out", str(read_only / "cache"), "--resolution", "32"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cache.returncode == 2 and "Traceback" not in cache.stderr, cache.stderr[-2000:]
+    assert cache.stderr.strip().splitlines()[-1] == f"error: cannot write {read_only / 'cache'}: read-only file system"
+    db = tmp_path / "label.db"
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "a.png").write_bytes(_png())
+    (pairs / "b.png").write_bytes(_png())
+    (pairs / "pairs.jsonl").write_text(json.dumps({"prompt": "x", "image_0": "a.png", "image_1": "b.png"}) + "\n")
+    label = [sys.executable, "-m", "prefdiff.label"]
+    create = ["create-study", "--db", str(db), "--name", "s", "--kind", "collection", "--pairs", str(pairs)]
+    for args in (["init", "--db", str(db)], create):
+        assert subprocess.run([*label, *args], capture_output=True, text=True, timeout=120).returncode == 0
+    export = subprocess.run([*label, "export", "--db", str(db), "--study", "s", "--out", str(read_only / "out")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert export.returncode == 2 and "Traceback" not in export.stderr, export.stderr[-2000:]
+    assert export.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {read_only / 'out'}")
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()

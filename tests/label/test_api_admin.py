@@ -198,3 +198,56 @@ def test_admin_forms_without_a_session(env: Env) -> None:
     assert env.client.post("/admin/raters/1/rotate", data={"csrf": "x"}).status_code == 401
     assert env.client.get(f"/admin/studies/{env.study_id}", follow_redirects=False).status_code == 303
     assert env.client.get(f"/admin/studies/{env.study_id}/export/votes.csv").status_code == 401
+
+
+def test_rater_links_use_the_configured_base_url_not_the_host_header(sqlite_url: str, runs: tuple[Path, Path]) -> None:
+    """A request with a forged Host header gets links to the configured server, not to the host
+    it named (a phishing link the admin would hand out)."""
+    from fastapi.testclient import TestClient
+
+    from prefdiff.label.app import AppSettings, create_app
+
+    app = create_app(AppSettings(db=sqlite_url, admin_token=ADMIN_TOKEN, base_url="https://label.example.org/"))
+    client = TestClient(app)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Host": "evil.example"}
+    body = {"name": "s", "kind": "evaluation", "run_a": str(runs[0]), "run_b": str(runs[1])}
+    study = client.post("/api/admin/studies", json=body, headers=admin).json()["id"]
+    created = client.post(f"/api/admin/studies/{study}/raters", json={"count": 2}, headers=admin).json()["raters"]
+    assert all(r["link"].startswith("https://label.example.org/r/") for r in created), created
+    rotated = client.post(f"/api/admin/raters/{created[0]['id']}/rotate", headers=admin).json()
+    assert "evil.example" not in json.dumps(rotated)
+    app.state.db.dispose()
+
+
+def test_a_pairs_file_that_is_not_utf8_is_a_400_naming_the_line(env: Env, tmp_path: Path) -> None:
+    """It used to be a 500 (UnicodeDecodeError); the CLI says the same in one line."""
+    pairs = make_pairs(tmp_path / "pairs", 2)
+    file = pairs / "pairs.jsonl" if pairs.is_dir() else pairs
+    file.write_bytes(file.read_bytes() + '{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    body = {"name": "latin", "kind": "collection", "pairs": str(pairs)}
+    response = env.client.post("/api/admin/studies", json=body, headers=env.admin)
+    assert response.status_code == 400 and "pairs.jsonl:3: not valid JSON (not UTF-8" in response.json()["detail"]
+
+
+def test_the_admin_cookie_is_a_server_side_session_revoked_at_logout(env: Env) -> None:
+    """The cookie never holds the admin token; logging out revokes the session on the server,
+    so a copy of the cookie stops working; a new admin token ends every session."""
+    from prefdiff.label.studies import set_admin_token
+
+    client = env.client
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN}, follow_redirects=False)
+    session_id = response.cookies.get("prefdiff_admin")
+    assert session_id and session_id != ADMIN_TOKEN and ADMIN_TOKEN not in response.headers["set-cookie"]
+    assert "max-age=" in response.headers["set-cookie"].lower()
+    assert client.get("/api/admin/studies").status_code == 200  # the session works for downloads and lists
+    page = client.get("/admin").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    assert client.post("/admin/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set("prefdiff_admin", session_id)  # a copy of the cookie, kept after logout
+    assert client.get("/api/admin/studies").status_code == 403
+    assert "Log in" in client.get("/admin").text
+    client.cookies.clear()
+    client.post("/admin/login", data={"token": ADMIN_TOKEN})
+    assert client.get("/api/admin/studies").status_code == 200
+    set_admin_token(client.app.state.db, "a-brand-new-admin-token-42")
+    assert client.get("/api/admin/studies").status_code == 403

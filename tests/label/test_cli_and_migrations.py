@@ -59,6 +59,18 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    """`label status --db` on a text file: exit 2, one line naming it, no traceback."""
+    notes = tmp_path / "notes.sqlite"
+    notes.write_text("not a database\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "prefdiff.label", "status", "--db", str(notes), "--study", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: --db {notes}: cannot open the label database (file is not a database)"
+
+
 def test_label_help_is_fast_and_torch_free() -> None:
     """`python -m prefdiff.label --help` imports neither torch nor the web stack."""
     code = ("import sys, runpy; sys.argv=['prefdiff.label', '--help']\n"
@@ -94,7 +106,7 @@ def test_migrations_match_the_tables_and_are_idempotent(db_url: str) -> None:
         migrate(db)
         with db.engine.connect() as conn:
             context = MigrationContext.configure(conn)
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             diff = compare_metadata(context, Base.metadata)
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("comparisons")}
         # Alembic cannot compare an index on an expression ("n_assigned DESC"): check it by name.

@@ -63,10 +63,13 @@ class ColumnMap:
 class MappedSpec:
     """Row semantics given a :class:`ColumnMap`; scalar extra fields go to provenance."""
 
-    def __init__(self, columns: ColumnMap, drop_ties: bool = True, source: str = "mapped") -> None:
+    def __init__(
+        self, columns: ColumnMap, drop_ties: bool = True, source: str = "mapped", confine: bool = False
+    ) -> None:
         self.columns = columns.validate()
         self.drop_ties = drop_ties
         self.source = source
+        self.confine = confine  # image paths must stay inside the data file's folder
 
     def required(self) -> tuple[str, ...]:
         c = self.columns
@@ -97,6 +100,10 @@ class MappedSpec:
         winner, loser = (image_source(row.get(name), base_dir) for name in names)
         if winner is None or loser is None:
             return Reject("image missing", detail=names[0] if winner is None else names[1])
+        if self.confine:
+            for name, source in zip(names, (winner, loser), strict=True):
+                if isinstance(source, Path) and not source.resolve().is_relative_to(base_dir.resolve()):
+                    return Reject("image path outside the folder", detail=f"{name}: {row.get(name)}")
         mapped = set(self.required())
         provenance = {
             k: v for k, v in row.items() if k not in mapped and (v is None or isinstance(v, int | float | str))

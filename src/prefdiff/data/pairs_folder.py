@@ -20,8 +20,12 @@ if TYPE_CHECKING:
 PAIRS_FILE = "pairs.jsonl"
 
 
-def pairs_folder_spec(drop_ties: bool = True) -> MappedSpec:
-    return MappedSpec(ColumnMap(prompt="prompt", chosen="chosen", rejected="rejected"), drop_ties, source="pairs_jsonl")
+def pairs_folder_spec(drop_ties: bool = True, confine: bool = True) -> MappedSpec:
+    """``{"prompt", "chosen", "rejected"}`` rows; with ``confine`` (``data.allow_outside_paths``
+    false, the default) image paths that lead out of the file's folder (``..``, absolute paths,
+    symlinks) are refused rows, as the label app refuses them."""
+    columns = ColumnMap(prompt="prompt", chosen="chosen", rejected="rejected")
+    return MappedSpec(columns, drop_ties, source="pairs_jsonl", confine=confine)
 
 
 def pairs_file(path: str | Path) -> Path:
@@ -45,7 +49,8 @@ def _resolve_pairs_folder(config: DataConfig, path: Path) -> DataSource:
         raise ConfigError(
             "data.columns is set but data.format=pairs_jsonl uses prompt/chosen/rejected; use data.format=mapped"
         )
-    return DataSource("pairs_jsonl", "jsonl", [pairs_file(path)], pairs_folder_spec(config.drop_ties))
+    spec = pairs_folder_spec(config.drop_ties, confine=not config.allow_outside_paths)
+    return DataSource("pairs_jsonl", "jsonl", [pairs_file(path)], spec)
 
 
 DATA_FORMATS.register("pairs_jsonl")(

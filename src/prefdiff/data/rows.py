@@ -76,8 +76,12 @@ def winner_preference(label_0: float, preference_0: Any, winner_is_0: bool) -> f
 
 
 def prompt_reject(prompt: Any) -> Reject | None:
-    if not isinstance(prompt, str) or not prompt.strip():
+    """Why ``prompt`` is not a caption: missing or blank, or not text at all (bytes, a number),
+    with what was found."""
+    if prompt is None or isinstance(prompt, str) and not prompt.strip():
         return Reject("empty caption")
+    if not isinstance(prompt, str):
+        return Reject("caption is not text", detail=f"{type(prompt).__name__}: {prompt!r:.60}")
     return None
 
 

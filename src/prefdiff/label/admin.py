@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from prefdiff.label import studies
-from prefdiff.label.app import check_same_origin, database, templates
+from prefdiff.label.app import RowId, check_same_origin, database, known_rater, templates
 from prefdiff.label.report import list_studies, study_summary
 from prefdiff.label.security import check_csrf, csrf_token
 
@@ -35,7 +35,11 @@ def _bearer(request: Request) -> str | None:
 
 def _admin_api(request: Request, allow_cookie: bool = False) -> None:
     """Require the admin token as a Bearer header (or, for downloads, the admin cookie)."""
-    token = _bearer(request) or (request.cookies.get(COOKIE) if allow_cookie else None)
+    token = _bearer(request)
+    if token is None and allow_cookie and request.cookies.get(COOKIE):
+        if _admin_session(request) is None:
+            raise HTTPException(403, "the admin session has ended or is not valid: log in again at /admin")
+        return
     if token is None:
         raise HTTPException(401, "admin token required", headers={"www-authenticate": "Bearer"})
     if not studies.check_admin_token(database(request), token):
@@ -43,9 +47,9 @@ def _admin_api(request: Request, allow_cookie: bool = False) -> None:
 
 
 def _admin_session(request: Request) -> str | None:
-    """The admin cookie when it holds the admin token, else None."""
+    """The admin cookie's session id when it is a live server-side session, else None."""
     value = request.cookies.get(COOKIE)
-    if value and studies.check_admin_token(database(request), value):
+    if value and studies.check_admin_session(database(request), value):
         return value
     return None
 
@@ -71,7 +75,10 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 
 
 def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where rater links point: the configured base URL (`label serve --base-url`), never a Host
+    header a client chose, unless no URL was configured (an app built directly)."""
+    configured = request.app.state.settings.base_url
+    return (configured or str(request.base_url)).rstrip("/")
 
 
 # ----------------------------------------------------------------------------- pages
@@ -92,9 +99,10 @@ def admin_login(request: Request, token: Annotated[str, Form(max_length=256)]) -
     if not studies.check_admin_token(database(request), token):
         return _page(request, "login.html", {"error": "Wrong admin token."}, status=401)
     response = RedirectResponse("/admin", status_code=303)
+    # the cookie holds a session id (expiring, revoked at logout), never the admin token itself
     response.set_cookie(
-        COOKIE, token, httponly=True, samesite="strict", path="/",
-        secure=request.app.state.settings.secure_cookies,
+        COOKIE, studies.start_admin_session(database(request)), httponly=True, samesite="strict", path="/",
+        secure=request.app.state.settings.secure_cookies, max_age=studies.ADMIN_SESSION_S,
     )  # fmt: skip
     return response
 
@@ -102,7 +110,8 @@ def admin_login(request: Request, token: Annotated[str, Form(max_length=256)]) -
 @router.post("/admin/logout")
 def admin_logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     """End the admin session."""
-    _admin_form(request, csrf)
+    session = _admin_form(request, csrf)
+    studies.end_admin_session(database(request), session)  # revoked on the server, not just forgotten
     response = RedirectResponse("/admin", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -139,7 +148,7 @@ def admin_create_study(
 
 
 @router.get("/admin/studies/{study_id}", response_class=HTMLResponse)
-def admin_study(request: Request, study_id: int) -> Response:
+def admin_study(request: Request, study_id: RowId) -> Response:
     """Progress, raters, agreement and win rates of one study."""
     if _admin_session(request) is None:
         return RedirectResponse("/admin", status_code=303)
@@ -150,7 +159,7 @@ def admin_study(request: Request, study_id: int) -> Response:
 @router.post("/admin/studies/{study_id}/raters", response_class=HTMLResponse)
 def admin_add_raters(
     request: Request,
-    study_id: int,
+    study_id: RowId,
     csrf: Annotated[str, Form(max_length=128)] = "",
     names: Annotated[str, Form(max_length=20000)] = "",
     count: Annotated[int, Form(ge=0, le=1000)] = 0,
@@ -158,15 +167,18 @@ def admin_add_raters(
     """Create raters; their links are shown once, on the page this returns."""
     _admin_form(request, csrf)
     created = studies.add_raters(database(request), study_id, names.splitlines(), count)
+    for new in created:
+        known_rater(request, new.token)
     links = [(r.name, r.link(_base_url(request))) for r in created]
     return _page(request, "links.html", {"study_id": study_id, "links": links})
 
 
 @router.post("/admin/raters/{rater_id}/rotate", response_class=HTMLResponse)
-def admin_rotate(request: Request, rater_id: int, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+def admin_rotate(request: Request, rater_id: RowId, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     """Give a rater a new link (the old one stops working)."""
     _admin_form(request, csrf)
     rater = studies.rotate_rater_token(database(request), rater_id)
+    known_rater(request, rater.token)
     study_id = _rater_study(request, rater_id)
     return _page(request, "links.html", {"study_id": study_id, "links": [(rater.name, rater.link(_base_url(request)))]})
 
@@ -174,7 +186,7 @@ def admin_rotate(request: Request, rater_id: int, csrf: Annotated[str, Form(max_
 @router.post("/admin/raters/{rater_id}/active")
 def admin_set_active(
     request: Request,
-    rater_id: int,
+    rater_id: RowId,
     active: Annotated[bool, Form()],
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
@@ -195,7 +207,7 @@ def _rater_study(request: Request, rater_id: int) -> int:
 
 
 @router.get("/admin/studies/{study_id}/export/{name}")
-def admin_export(request: Request, study_id: int, name: str) -> Response:
+def admin_export(request: Request, study_id: RowId, name: str) -> Response:
     """Download an export (admin cookie or Bearer token)."""
     _admin_api(request, allow_cookie=True)
     return _export(request, study_id, name)
@@ -263,31 +275,34 @@ def api_create_study(request: Request, body: StudyCreate) -> dict[str, Any]:
 
 
 @router.get("/api/admin/studies/{study_id}")
-def api_study(request: Request, study_id: int) -> dict[str, Any]:
+def api_study(request: Request, study_id: RowId) -> dict[str, Any]:
     """Progress, raters, agreement and win rates of one study (polled by the admin page)."""
     _admin_api(request, allow_cookie=True)
     return study_summary(database(request), study_id)
 
 
 @router.post("/api/admin/studies/{study_id}/raters", status_code=201)
-def api_add_raters(request: Request, study_id: int, body: RatersCreate) -> dict[str, Any]:
+def api_add_raters(request: Request, study_id: RowId, body: RatersCreate) -> dict[str, Any]:
     """Create raters; the response is the only place their links appear."""
     _admin_api(request)
     created = studies.add_raters(database(request), study_id, body.names, body.count)
+    for new in created:
+        known_rater(request, new.token)
     base = _base_url(request)
     return {"raters": [{"id": r.id, "name": r.name, "token": r.token, "link": r.link(base)} for r in created]}
 
 
 @router.post("/api/admin/raters/{rater_id}/rotate")
-def api_rotate(request: Request, rater_id: int) -> dict[str, Any]:
+def api_rotate(request: Request, rater_id: RowId) -> dict[str, Any]:
     """A new link for a rater."""
     _admin_api(request)
     rater = studies.rotate_rater_token(database(request), rater_id)
+    known_rater(request, rater.token)
     return {"id": rater.id, "name": rater.name, "token": rater.token, "link": rater.link(_base_url(request))}
 
 
 @router.post("/api/admin/raters/{rater_id}/active")
-def api_set_active(request: Request, rater_id: int, body: ActiveBody) -> dict[str, Any]:
+def api_set_active(request: Request, rater_id: RowId, body: ActiveBody) -> dict[str, Any]:
     """Enable or disable a rater."""
     _admin_api(request)
     studies.set_rater_active(database(request), rater_id, body.active)
@@ -295,7 +310,7 @@ def api_set_active(request: Request, rater_id: int, body: ActiveBody) -> dict[st
 
 
 @router.get("/api/admin/studies/{study_id}/export/{name}")
-def api_export(request: Request, study_id: int, name: str) -> Response:
+def api_export(request: Request, study_id: RowId, name: str) -> Response:
     """Download an export: votes.csv, votes.parquet, pickapic.parquet or summary.json."""
     _admin_api(request)
     return _export(request, study_id, name)

@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,11 @@ PACKAGE_DIR = Path(__file__).parent
 templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
 
 
+# Row ids as URL path parameters: in range for the database's 64-bit integers, or a 422 at the edge
+# (2**63 used to reach SQLite as an OverflowError and a 500).
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
 @dataclass(frozen=True)
 class AppSettings:
     """Server settings (the `prefdiff label serve` options)."""
@@ -48,6 +54,9 @@ class AppSettings:
     rate_per_s: float = 30.0  # per rater token, or per client IP for other URLs
     rate_burst: int = 60
     secure_cookies: bool = False  # set for HTTPS deployments
+    # where rater links point; None: the request's own URL (the Host header a client sent), which
+    # `label serve` never uses: it passes --base-url or its own host and port
+    base_url: str | None = None
 
 
 class VoteBody(BaseModel):
@@ -84,6 +93,7 @@ def create_app(settings: AppSettings) -> FastAPI:
 
     app.include_router(admin_router)
     limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    app.state.limiter = limiter
     app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes, limiter=limiter)
     return app
 
@@ -144,7 +154,15 @@ def _rater(request: Request, token: str) -> assign.RaterView:
     rater = assign.rater_for_token(database(request), token)
     if rater is None:
         raise HTTPException(404, "unknown or disabled rater link")
+    known_rater(request, token)
     return rater
+
+
+def known_rater(request: Request, token: str) -> None:
+    """The token is a rater's: the rate limit keys its requests by it from now on."""
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        limiter.mark_known(token)
 
 
 def _rater_in(session: Session, token: str) -> assign.RaterView:
@@ -197,16 +215,22 @@ def _install_rater_routes(app: FastAPI) -> None:
             return view, assign.progress_in_session(session, rater)
 
         view, progress = await _with_retries(request, job)
+        known_rater(request, token)
         return {"assignment": _next_json(request, token, view), "progress": progress.as_json()}
 
     @app.post("/api/r/{token}/votes")
-    async def vote(request: Request, token: str, body: VoteBody) -> dict[str, Any]:
+    async def vote(request: Request, token: str) -> dict[str, Any]:
         """Record a vote and return the next assignment. The answer is sent only after the
-        commit holding the vote has returned (see `writer`)."""
+        commit holding the vote has returned (see `writer`). The body is read here, after the
+        Content-Type check, so a vote not sent as JSON is a 415 (as documented), not a 422."""
         check_same_origin(request)
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
             raise HTTPException(415, "send the vote as application/json")
+        try:
+            body = VoteBody.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise RequestValidationError(err.errors(include_url=False, include_context=False)) from None
 
         def job(session: Session) -> tuple[assign.VoteResult, assign.Progress]:
             rater = _rater_in(session, token)
@@ -214,6 +238,7 @@ def _install_rater_routes(app: FastAPI) -> None:
             return result, assign.progress_in_session(session, rater, exact=False)
 
         result, progress = await _with_retries(request, job)
+        known_rater(request, token)
         return {
             "accepted": True,
             "duplicate": result.duplicate,
@@ -223,7 +248,7 @@ def _install_rater_routes(app: FastAPI) -> None:
         }
 
     @app.get("/api/r/{token}/image/{assignment_id}/{side}")
-    def image(request: Request, token: str, assignment_id: int, side: str) -> Response:
+    def image(request: Request, token: str, assignment_id: RowId, side: str) -> Response:
         """An image of one of the rater's assignments, by side as that rater sees it."""
         rater = _rater(request, token)
         if side not in ("left", "right"):
@@ -240,4 +265,10 @@ def app_from_env() -> FastAPI:
     PREFDIFF_LABEL_DB and PREFDIFF_LABEL_ADMIN_TOKEN)."""
     from prefdiff.label.db import env_db
 
-    return create_app(AppSettings(db=env_db(), admin_token=os.environ.get("PREFDIFF_LABEL_ADMIN_TOKEN")))
+    return create_app(
+        AppSettings(
+            db=env_db(),
+            admin_token=os.environ.get("PREFDIFF_LABEL_ADMIN_TOKEN"),
+            base_url=os.environ.get("PREFDIFF_LABEL_BASE_URL"),
+        )
+    )

@@ -33,10 +33,18 @@ DEFAULT_DB = "prefdiff-label.db"
 
 def _database(db: str) -> Database:
     """Open `db` and bring its schema up to date."""
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
     from prefdiff.label.db import Database, migrate
+    from prefdiff.label.errors import StudyError
 
     database = Database(db)
-    migrate(database)
+    try:
+        migrate(database)
+    except (DatabaseError, OperationalError) as err:  # not a database, unreadable, or unreachable
+        database.dispose()
+        cause = str(err.orig) if getattr(err, "orig", None) is not None else str(err).splitlines()[0]
+        raise StudyError(f"--db {db}: cannot open the label database ({cause})") from None
     return database
 
 
@@ -83,6 +91,14 @@ def serve(
     max_body_kb: Annotated[int, typer.Option(help="Largest request body accepted, in KiB.")] = 64,
     secure_cookies: Annotated[bool, typer.Option(help="Mark the admin cookie Secure (HTTPS).")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            envvar="PREFDIFF_LABEL_BASE_URL",
+            help="Public URL of the server, for the rater links the admin pages make (default: http://HOST:PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the web app (rater pages at /r/<token>, admin at /admin)."""
     import uvicorn
@@ -97,6 +113,7 @@ def serve(
     settings = AppSettings(
         db=db, admin_token=admin_token, rate_per_s=rate_limit, rate_burst=max(int(2 * rate_limit), 1),
         max_body_bytes=max_body_kb * 1024, secure_cookies=secure_cookies,
+        base_url=base_url or f"http://{host}:{port}",
     )  # fmt: skip
     application = create_app(settings)
     typer.echo(f"prefdiff label: serving {database.url} on http://{host}:{port} (admin: /admin)")

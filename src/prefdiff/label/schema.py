@@ -47,6 +47,17 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class AdminSession(Base):
+    """A logged-in admin browser: the cookie holds a random id, this table its hash. A session
+    ends at ``expires_at`` or when revoked (logout, or a new admin token)."""
+
+    __tablename__ = "admin_sessions"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Study(Base):
     """One labelling study: an evaluation (run A vs run B) or a collection of new pairs."""
 

@@ -50,6 +50,15 @@ class RateLimiter:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+        # keys of rater tokens the app has seen resolve to a rater: only those get a bucket of
+        # their own; an unknown token counts against its client's IP, so made-up tokens can
+        # neither get fresh buckets nor push real raters' buckets out
+        self.known_raters: set[str] = set()
+
+    def mark_known(self, token: str) -> None:
+        """``token`` resolved to a rater: key its requests by the token from now on."""
+        if len(self.known_raters) < self.max_keys:
+            self.known_raters.add(rater_key(token))
 
     def allow(self, key: str) -> bool:
         """Take one token from `key`'s bucket; False when it is empty."""
@@ -80,7 +89,8 @@ class GuardMiddleware:
     """ASGI middleware: request size limit (413), rate limit (429) and security headers.
 
     The size limit checks Content-Length up front and counts streamed bytes too (chunked
-    bodies). The rate limit keys rater URLs by their token, everything else by client IP.
+    bodies). The rate limit keys rater URLs by their token once the token is known to be a
+    rater's (:meth:`RateLimiter.mark_known`), everything else by client IP.
     """
 
     def __init__(self, app: Any, max_body: int, limiter: RateLimiter) -> None:
@@ -101,7 +111,7 @@ class GuardMiddleware:
             if too_big:
                 await _send_plain(send, 413, f"request body over {self.max_body} bytes", [])
                 return
-        if not self.limiter.allow(_client_key(scope)):
+        if not self.limiter.allow(_client_key(scope, self.limiter.known_raters)):
             await _send_plain(send, 429, "too many requests; slow down", [(b"retry-after", b"1")])
             return
         body = bytearray()
@@ -149,12 +159,17 @@ _SECURITY_HEADERS = [
 ]
 
 
-def _client_key(scope: Scope) -> str:
+def rater_key(token: str) -> str:
+    return "rater:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _client_key(scope: Scope, known_raters: set[str]) -> str:
+    """A known rater's token for rater URLs, else the client's IP."""
     path: str = scope.get("path", "")
     for prefix in ("/r/", "/api/r/"):
         if path.startswith(prefix):
             token = path[len(prefix) :].split("/", 1)[0]
-            if token:
-                return "rater:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+            if token and (key := rater_key(token)) in known_raters:
+                return key
     client = scope.get("client")
     return "ip:" + (client[0] if client else "unknown")

@@ -235,9 +235,60 @@ def set_admin_token(db: Database, token: str | None = None) -> str:
         row = session.get(Setting, ADMIN_TOKEN_KEY)
         if row is None:
             session.add(Setting(key=ADMIN_TOKEN_KEY, value=hash_token(token)))
-        else:
+        elif row.value != hash_token(token):  # a new token ends every session the old one opened
             row.value = hash_token(token)
+            _revoke_admin_sessions(session)
     return token
+
+
+ADMIN_SESSION_S = 12 * 3600
+"""How long an admin login lasts."""
+
+
+def start_admin_session(db: Database, ttl_s: int = ADMIN_SESSION_S) -> str:
+    """A new admin session: returns its id (for the cookie); only its hash is stored."""
+    from datetime import timedelta
+
+    from prefdiff.label.schema import AdminSession, utcnow
+
+    session_id = new_token()
+    with db.write() as session:
+        session.add(AdminSession(id_sha256=hash_token(session_id), expires_at=utcnow() + timedelta(seconds=ttl_s)))
+    return session_id
+
+
+def check_admin_session(db: Database, session_id: str | None) -> bool:
+    """Whether ``session_id`` is a live admin session (not expired, not revoked)."""
+    from prefdiff.label.schema import AdminSession, utcnow
+
+    if not session_id or len(session_id) > 256:
+        return False
+    with db.read() as session:
+        row = session.get(AdminSession, hash_token(session_id))
+        if row is None or row.revoked_at is not None:
+            return False
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=utcnow().tzinfo)
+        return expires > utcnow()
+
+
+def end_admin_session(db: Database, session_id: str | None) -> None:
+    """Revoke ``session_id`` (logout): the cookie stops working even if it was copied."""
+    from prefdiff.label.schema import AdminSession, utcnow
+
+    if not session_id:
+        return
+    with db.write() as session:
+        row = session.get(AdminSession, hash_token(session_id))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+
+
+def _revoke_admin_sessions(session: Session) -> None:
+    from sqlalchemy import update
+
+    from prefdiff.label.schema import AdminSession, utcnow
+
+    session.execute(update(AdminSession).where(AdminSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
 
 def has_admin_token(db: Database) -> bool:

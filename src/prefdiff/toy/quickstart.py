@@ -224,7 +224,7 @@ def _training_key(run: Config) -> dict[str, Any]:
 
 
 LATER_KEYS: dict[str, dict[str, Any]] = {
-    "data": {"unpaired": False},
+    "data": {"unpaired": False, "allow_outside_paths": False},
     "model": {"zero_terminal_snr": False, "timestep_spacing": None},
     "train": {"timesteps": None, "compile": False},
 }

@@ -90,7 +90,12 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, keep_last: int) 
     if accelerator.is_main_process and path.exists():
         shutil.rmtree(path)  # a checkpoint of an abandoned later run: never half-overwrite it
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))
+    try:
+        accelerator.save_state(str(path))
+    except BaseException:
+        if accelerator.is_main_process:  # a full disk or a kill mid-save: leave no partial folder
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (path / "COMPLETE").write_text(str(step))

@@ -7,6 +7,7 @@ accumulates micro-batches, logs the averaged metrics, checkpoints and validates 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -415,16 +416,18 @@ def _train(
     )
     last: dict[str, float] = {}
     first = True
-    while session.state.global_step < cfg_t.max_steps:
-        start = time.perf_counter()
-        last = _optimizer_step(session, batches)
-        if first and cfg_t.compile:  # compilation happens in the first step: reported apart
-            last["first_step_seconds"] = time.perf_counter() - start
-            log.info("first step (compiling the denoiser): %.1f s", last["first_step_seconds"])
-        first = False
-        _record(session, last, progress)
-        _after_step(session)
-    progress.close()
+    try:
+        while session.state.global_step < cfg_t.max_steps:
+            start = time.perf_counter()
+            last = _optimizer_step(session, batches)
+            if first and cfg_t.compile:  # compilation happens in the first step: reported apart
+                last["first_step_seconds"] = time.perf_counter() - start
+                log.info("first step (compiling the denoiser): %.1f s", last["first_step_seconds"])
+            first = False
+            _record(session, last, progress)
+            _after_step(session)
+    finally:
+        progress.close()  # ends the bar's line, so that an error's one line starts on its own
     return _finish(session, last)
 
 
@@ -440,6 +443,11 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     acc.wait_for_everyone()
     if _validates(session) and not _validation_due(session):
         _validate(session)
+    # DDP's reducer holds the process group that end_training destroys: free the wrapper first,
+    # or its destructor can block in gloo's teardown once the other processes have exited
+    session.denoiser = None
+    acc.free_memory()
+    gc.collect()
     acc.end_training()
     return TrainResult(session.run_dir, final, session.state, last)
 

@@ -153,3 +153,56 @@ def test_format_detection(tmp_path, pair_folder):
         resolve(_data(""))
     with pytest.raises(DataError, match="expected a .parquet or .arrow file"):
         resolve(_data(pair_folder / "pairs.jsonl", "data.format=pickapic"))
+
+
+def test_pair_folder_paths_that_leave_the_folder_are_refused_unless_allowed(tmp_path):
+    """``..``, an absolute path and a symlink out of the folder are refused rows (counted, named
+    under strict), as the label app refuses them; data.allow_outside_paths=true accepts them."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "far.jpg").write_bytes(jpeg(RED))
+    folder = write_pair_folder(
+        tmp_path / "folder",
+        [
+            {"prompt": "in", "chosen": ("good.jpg", GREEN), "rejected": ("bad.jpg", BLUE)},
+            {"prompt": "up", "chosen": "../outside/far.jpg", "rejected": "images/bad.jpg"},
+            {"prompt": "abs", "chosen": str(outside / "far.jpg"), "rejected": "images/bad.jpg"},
+            {"prompt": "link", "chosen": "images/link.jpg", "rejected": "images/bad.jpg"},
+        ],
+    )
+    (folder / "images" / "link.jpg").symlink_to(outside / "far.jpg")
+    report = ReadReport()
+    assert [p.prompt for p in iter_pairs(_data(folder), report)] == ["in"]
+    assert report.dropped == {"image path outside the folder": 3}
+    with pytest.raises(DataError, match=r"pairs.jsonl, line 2: image path outside the folder \(chosen: \.\./outside"):
+        list(iter_pairs(_data(folder, "data.strict=true"), ReadReport()))
+    allowed = [p.prompt for p in iter_pairs(_data(folder, "data.allow_outside_paths=true"), ReadReport())]
+    assert allowed == ["in", "up", "abs", "link"]
+
+
+def test_a_caption_that_is_not_text_says_what_it_found(tmp_path):
+    for kind, value in (("int", 12345), ("bytes", b"\x00bytes")):
+        rows = [v2_row(0, 1.0, caption=value), v2_row(1, 1.0, caption=value)]
+        report = ReadReport()
+        assert not list(iter_pairs(_data(write_parquet(tmp_path / f"{kind}.parquet", rows)), report))
+        assert report.dropped == {"caption is not text": 2}, kind
+        with pytest.raises(DataError, match=rf"caption is not text \({kind}: "):
+            list(iter_pairs(_data(tmp_path / f"{kind}.parquet", "data.strict=true"), ReadReport()))
+
+
+def test_a_line_that_is_not_utf8_is_counted_not_fatal(tmp_path):
+    folder = write_pair_folder(
+        tmp_path / "folder",
+        [
+            {"prompt": "a", "chosen": ("a_good.jpg", RED), "rejected": ("a_bad.jpg", BLUE)},
+            {"prompt": "b", "chosen": ("b_good.jpg", GREEN), "rejected": ("b_bad.jpg", RED)},
+        ],
+    )
+    lines = (folder / "pairs.jsonl").read_bytes().splitlines()
+    latin1 = '{"prompt": "caf\xe9", "chosen": "images/a_good.jpg", "rejected": "images/a_bad.jpg"}'.encode("latin-1")
+    (folder / "pairs.jsonl").write_bytes(b"\n".join([lines[0], latin1, lines[1]]) + b"\n")
+    report = ReadReport()
+    assert [p.prompt for p in iter_pairs(_data(folder), report)] == ["a", "b"]
+    assert report.dropped == {"invalid JSON line": 1} and report.examples["invalid JSON line"] == ["pairs.jsonl:2"]
+    with pytest.raises(DataError, match=r"pairs.jsonl, line 2: invalid JSON line \(not UTF-8 \(byte 15"):
+        list(iter_pairs(_data(folder, "data.strict=true"), ReadReport()))
