@@ -114,7 +114,6 @@ def load_generation_pipeline(
     model: Path,
     lora: Path | None = None,
     denoiser: Path | None = None,
-    scheduler: str = "default",
     settings: SamplerSettings | None = None,
 ) -> tuple[DiffusionPipeline, int, dict[str, Any]]:
     """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
@@ -127,8 +126,8 @@ def load_generation_pipeline(
 
     from prefdiff.config import ModelConfig
 
-    settings = settings or SamplerSettings(scheduler=scheduler)
-    scheduler = settings.scheduler if scheduler == "default" else scheduler
+    settings = settings or SamplerSettings()
+    scheduler = settings.scheduler
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
     try:
@@ -187,12 +186,10 @@ def run_jobs(
     batch_size: int = 4,
 ) -> list[Path]:
     """Generate the jobs whose file is missing, ``batch_size`` images per pipeline call, and
-    write ``manifest.jsonl`` for all of them."""
+    write ``manifest.jsonl`` for all of them. ``settings`` were checked by the caller
+    (:func:`_check_request`, before any layout is read)."""
     from tqdm.auto import tqdm
 
-    settings.check()
-    if (settings.strength is None) != all(job.init_image is None for job in jobs):
-        raise ConfigError("--init-images and --strength go together: give both for image-to-image, or neither")
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs if not (out / job.file).exists()]
     size = settings.resolution

@@ -28,7 +28,16 @@ from typing import Any
 
 import typer
 
-from prefdiff.config import Config, ReferenceConfig, load_config, merge_into, parse_overrides, to_dict, validate
+from prefdiff.config import (
+    Config,
+    ModelConfig,
+    ReferenceConfig,
+    load_config,
+    merge_into,
+    parse_overrides,
+    to_dict,
+    validate,
+)
 from prefdiff.digest import weights_digest
 from prefdiff.errors import ConfigError, PrefdiffError
 from prefdiff.evaluate.generate import TIMESTEP_SPACINGS, SamplerSettings
@@ -311,7 +320,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     family = load_backbone(base).family  # a clear error for a bad base before any work
     if family != toy.family:
         raise ConfigError(f"config key 'toy.base': {base} is an {family} pipeline; set toy.family={family}")
-    load_backbone(base, config.model).use_timesteps(config.train.timesteps)  # and for model.* / train.timesteps
+    if config.model != ModelConfig() or config.train.timesteps is not None:  # and for model.* / train.timesteps
+        load_backbone(base, config.model).use_timesteps(config.train.timesteps)
     spec = oracle_spec(toy.oracle)
     try:
         scorer = load_mixed(spec)  # and for a bad oracle

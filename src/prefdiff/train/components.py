@@ -30,10 +30,8 @@ def build_components(config: Config, backbone: Backbone | None = None) -> Compon
     """The model (loaded from ``model.path`` unless given), the objective and the strategy. The
     model draws from ``train.timesteps`` when set (a given model keeps its own set otherwise)."""
     objective = build_objective(config.objective)
-    if backbone is None:
-        backbone = load_backbone(config.model.path, config.model)
-        backbone.use_timesteps(config.train.timesteps)
-    elif config.train.timesteps is not None:
+    if backbone is None or config.train.timesteps is not None:
+        backbone = backbone or load_backbone(config.model.path, config.model)
         backbone.use_timesteps(config.train.timesteps)
     return Components(backbone, objective, build_strategy(config.lora))
 

@@ -275,7 +275,9 @@ def _check_weights_finite(session: Session, what: str) -> None:
         detached: Any = param.detach()
         return detached.to_local() if hasattr(detached, "to_local") else detached
 
-    bad = torch.tensor(float(any(not bool(torch.isfinite(local(p)).all()) for p in session.params)), device=acc.device)
+    # one host sync for all parameters, not one per parameter (thousands in a full fine-tune)
+    finite = torch.stack([torch.isfinite(local(p)).all() for p in session.params]).all()
+    bad = (~finite).float().to(acc.device)
     if float(acc.reduce(bad, reduction="sum")) > 0:
         raise TrainingDiverged(
             f"step {session.state.global_step}: the trainable weights hold inf or nan; {what} was not saved "

@@ -80,10 +80,15 @@ class FrozenCopyReference(ModuleReference):
         autocast: Autocast = nullcontext,
         shard: Callable[[Denoiser], Denoiser] = lambda module: module,
     ) -> None:
-        frozen = copy.deepcopy(denoiser).to(dtype=dtype).eval().requires_grad_(False)
-        # Normalisation layers run in fp32 under autocast, with the policy's fp32 weights: the
-        # reference must use the same fp32 weights, or it differs from the policy at step 0.
-        for module in frozen.modules():
-            if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
-                module.float()
+        frozen = norms_in_fp32(copy.deepcopy(denoiser).to(dtype=dtype).eval().requires_grad_(False))
         super().__init__(shard(frozen), autocast)
+
+
+def norms_in_fp32(denoiser: Denoiser) -> Denoiser:
+    """``denoiser`` with its normalisation layers back in fp32, in place. They run in fp32 under
+    autocast with the policy's fp32 weights: a frozen reference must use the same fp32 weights,
+    or it differs from the policy at step 0."""
+    for module in denoiser.modules():
+        if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
+            module.float()
+    return denoiser

@@ -107,12 +107,10 @@ def reference_weights(denoiser: Denoiser, dtype: torch.dtype, lora: bool) -> Den
     with its adapters off: all in the run's precision and in training mode (which changes the
     attention kernels' rounding in the last digit, though nothing random is on). A full
     fine-tune's frozen copy is in eval mode, with its normalisation layers in fp32."""
+    from prefdiff.train.reference import norms_in_fp32
+
     denoiser.to(dtype=dtype).train(lora).requires_grad_(False)
-    if not lora:
-        for module in denoiser.modules():
-            if isinstance(module, torch.nn.GroupNorm | torch.nn.LayerNorm):
-                module.float()
-    return denoiser
+    return denoiser if lora else norms_in_fp32(denoiser)
 
 
 @dataclass

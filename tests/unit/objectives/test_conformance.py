@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from prefdiff.config import load_config
-from prefdiff.data.batch import LatentStats, PairBatch
 from prefdiff.errors import ConfigError
 from prefdiff.models import load_backbone
 from prefdiff.objectives import OBJECTIVES, build_objective
 from prefdiff.objectives.base import is_unpaired
 from prefdiff.train.reference import ModuleReference
 from prefdiff.train.step import StepContext, micro_batch_loss
+
+from .batches import cached_images, cached_pairs
 
 NAMES = OBJECTIVES.names()
 
@@ -60,28 +61,10 @@ def test_loop_runs_only_what_the_objective_declares(name, tiny_sd):
     needs_losers is true (counted at the denoiser's input)."""
     backbone = load_backbone(tiny_sd)
     objective = OBJECTIVES.get(name)()
-    shape = (2, 4, 4, 4)
     if is_unpaired(objective):  # two single images, one desirable and one not
-        batch = PairBatch(
-            slots=[0, 1],
-            labels=torch.tensor([1.0, 0.0]),
-            original_size=torch.full((2, 2), 32),
-            crop_top_left=torch.zeros(2, 2),
-            prompt_cond=backbone.encode_prompts(["a", "b"]),
-            winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-            unpaired=True,
-            mismatched_prompt_cond=backbone.encode_prompts(["b", "a"]),
-        )
+        batch = cached_images(backbone, [0, 1], ["a", "b"], ["b", "a"], labels=[1.0, 0.0])
     else:
-        batch = PairBatch(
-            slots=[0, 1],
-            labels=torch.ones(2),
-            original_size=torch.full((4, 2), 32),
-            crop_top_left=torch.zeros(4, 2),
-            prompt_cond=backbone.encode_prompts(["a", "b"]),
-            winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-            loser_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-        )
+        batch = cached_pairs(backbone, ["a", "b"])
     seen: list[int] = []
     handle = backbone.denoiser.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
     reference = ModuleReference(backbone.denoiser) if objective.needs_reference else _Refusing()

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from prefdiff.data.batch import LatentStats, PairBatch
 from prefdiff.models import load_backbone
 from prefdiff.objectives.kto import KTOObjective
 from prefdiff.train.reference import ModuleReference
 from prefdiff.train.step import StepContext, micro_batch_loss, step_reference_point
+
+from .batches import cached_images, cached_pairs
 
 ERR = torch.tensor([0.100, 0.300], dtype=torch.float64)
 REF = torch.tensor([0.101, 0.299], dtype=torch.float64)
@@ -78,21 +79,6 @@ def test_reference_point_is_the_mean_floored_at_zero():
     assert (total.item(), count) == (pytest.approx(0.0, abs=1e-9), 2)  # r = +1 and -1
 
 
-def _unpaired_batch(backbone, slots, prompts, mismatched):
-    shape = (len(slots), 4, 4, 4)
-    gen = torch.Generator().manual_seed(sum(slots))
-    return PairBatch(
-        slots=slots,
-        labels=torch.tensor([float(s % 2) for s in slots]),
-        original_size=torch.full((len(slots), 2), 32),
-        crop_top_left=torch.zeros(len(slots), 2),
-        prompt_cond=backbone.encode_prompts(prompts),
-        winner_latents=LatentStats(torch.randn(shape, generator=gen), torch.zeros(shape)),
-        unpaired=True,
-        mismatched_prompt_cond=backbone.encode_prompts(mismatched),
-    )
-
-
 def test_step_reference_point_uses_mismatched_prompts_over_the_whole_step(tiny_sd):
     """The KL estimate from two micro-batches equals mean r over their four images under the
     mismatched prompts, computed directly (the matched prompts would give another value); the
@@ -106,8 +92,8 @@ def test_step_reference_point_uses_mismatched_prompts_over_the_whole_step(tiny_s
     objective = KTOObjective(beta=50.0)
     ctx = StepContext(backbone, objective, reference, 0, 32, torch.device("cpu"))
     batches = [
-        _unpaired_batch(backbone, [0, 1], ["red circle", "blue square"], ["blue square", "green dot"]),
-        _unpaired_batch(backbone, [2, 3], ["green dot", "big star"], ["big star", "red circle"]),
+        cached_images(backbone, [0, 1], ["red circle", "blue square"], ["blue square", "green dot"]),
+        cached_images(backbone, [2, 3], ["green dot", "big star"], ["big star", "red circle"]),
     ]
     z = step_reference_point(ctx, policy, batches)
     rewards = []
@@ -130,20 +116,11 @@ def test_a_paired_batch_is_refused_by_kto_and_an_unpaired_one_by_dpo(tiny_sd):
 
     backbone = load_backbone(tiny_sd)
     reference = ModuleReference(backbone.denoiser)
-    unpaired = _unpaired_batch(backbone, [0, 1], ["a", "b"], ["b", "a"])
+    unpaired = cached_images(backbone, [0, 1], ["a", "b"], ["b", "a"])
     ctx = StepContext(backbone, DPOObjective(), reference, 0, 32, torch.device("cpu"))
     with pytest.raises(ValueError, match="trains on pairs, got single labelled images"):
         micro_batch_loss(ctx, backbone.denoiser, unpaired)
-    shape = (2, 4, 4, 4)
-    paired = PairBatch(
-        slots=[0, 1],
-        labels=torch.ones(2),
-        original_size=torch.full((4, 2), 32),
-        crop_top_left=torch.zeros(4, 2),
-        prompt_cond=backbone.encode_prompts(["a", "b"]),
-        winner_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-        loser_latents=LatentStats(torch.randn(shape), torch.zeros(shape)),
-    )
+    paired = cached_pairs(backbone, ["a", "b"])
     ctx = StepContext(backbone, KTOObjective(), reference, 0, 32, torch.device("cpu"))
     with pytest.raises(ValueError, match="trains on single labelled images, got pairs"):
         micro_batch_loss(ctx, backbone.denoiser, paired)
