@@ -318,6 +318,21 @@ class TrainConfig:
     validation_seeds: list[int] = _f([0], "Seeds for validation images (one image per prompt and seed).")
     validation_steps: int = _f(25, "Sampler steps for validation images.")
     validation_guidance_scale: float = _f(5.0, "Classifier-free guidance scale for validation images.")
+    eval_data: str = _f(
+        "",
+        "Held-out preference pairs (any pair data.path: a latent cache, a Pick-a-Pic parquet, a pair folder) on which "
+        "the policy's implicit accuracy against the reference is measured every train.eval_every steps and at the "
+        "last, into RUN/eval.jsonl (empty: none).",
+    )
+    eval_every: int = _f(0, "Measure implicit accuracy on train.eval_data every N optimizer steps (0: never).")
+    eval_draws: int = _f(4, "Fixed noise draws per held-out pair, averaged before the sign is taken.")
+    select_step: Literal["last", "best", "one_se"] = _f(
+        "last",
+        "Whose weights the run keeps as its result: last (the final step's), best (the evaluated step with the "
+        "highest held-out implicit accuracy), or one_se (the earliest evaluated step within one standard error of "
+        "the best). The choice goes to RUN/selection.json; best and one_se keep a snapshot per evaluation in "
+        "RUN/steps/.",
+    )
     on_nonfinite: Literal["stop", "skip_step"] = _f(
         "stop",
         "A non-finite loss or gradient norm: stop (an error naming the step and the metric, before the update, so the "
@@ -537,6 +552,8 @@ def validate(config: Config) -> None:
         (config.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
         (config.train.validate_every >= 0, "train.validate_every", "must be >= 0"),
         (config.train.validation_steps >= 1, "train.validation_steps", "must be >= 1"),
+        (config.train.eval_every >= 0, "train.eval_every", "must be >= 0"),
+        (config.train.eval_draws >= 1, "train.eval_draws", "must be >= 1"),
         (config.data.max_pairs is None or config.data.max_pairs >= 1, "data.max_pairs", "must be >= 1 or null"),
         (config.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (config.lora.alpha > 0, "lora.alpha", "must be > 0"),
@@ -584,6 +601,22 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "config key 'reference.path' is empty but reference.mode=cached: "
             "give the directory `prefdiff reference` wrote"
+        )
+    if bool(config.train.eval_data) != bool(config.train.eval_every):
+        given, missing = ("eval_data", "eval_every") if config.train.eval_data else ("eval_every", "eval_data")
+        raise ConfigError(
+            f"config key 'train.{given}' is set but train.{missing} is not: held-out evaluation needs both "
+            "(the pairs, and how often)"
+        )
+    if config.train.select_step != "last" and not config.train.eval_every:
+        raise ConfigError(
+            f"config key 'train.select_step' is {config.train.select_step!r}, which chooses from held-out "
+            "evaluations: set train.eval_data and train.eval_every"
+        )
+    if config.train.eval_data and is_unpaired(config.objective.options):
+        raise ConfigError(
+            f"config key 'train.eval_data': implicit accuracy is measured on pairs, and objective "
+            f"{config.objective.name!r} trains on per-image labels"
         )
     if config.data.unpaired and not config.data.drop_ties:
         raise ConfigError(

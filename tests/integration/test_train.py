@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -338,3 +340,50 @@ def test_a_timestep_set_survives_resume(tiny_sd, shapes_parquet, tmp_path):
     train(full_range)
     with pytest.raises(AssertionError):  # the set changed the updates
         assert_same_weights(lora_weights(tmp_path / "full"), lora_weights(tmp_path / "straight"), atol=1e-7)
+
+
+def test_held_out_evaluation_selects_a_step_and_survives_resume(tiny_sd, shapes_parquet, tmp_path):
+    """Implicit accuracy on held-out pairs every 2 steps and at the last; select_step=best keeps
+    that step's adapters as the result; a resumed run's curve equals the uninterrupted one's."""
+    common = (
+        f"train.eval_data={shapes_parquet}",
+        "train.eval_every=2",
+        "train.eval_draws=2",
+        "train.select_step=best",
+        "train.checkpoint_every=2",
+        "optim.lr=3e-2",
+    )
+    straight = tiny_config(tiny_sd, shapes_parquet, tmp_path / "straight", "train.max_steps=5", *common)
+    train(straight)
+    run = tmp_path / "straight"
+    rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 5]
+    assert all(0.0 <= r["eval_implicit_acc"] <= 1.0 and r["eval_pairs"] > 0 for r in rows)
+    assert sorted(p.name for p in (run / "steps").iterdir()) == ["step_0000002", "step_0000004"]  # 5 is the result
+    selection = json.loads((run / "selection.json").read_text())
+    best = max(rows, key=lambda r: r["eval_implicit_acc"])
+    assert selection["step"] == best["step"] and selection["rule"] == "best"
+    expected = run / "steps" / f"step_{best['step']:07d}" if best["step"] != 5 else None
+    if expected is not None:
+        assert_same_weights(lora_weights(run), lora_weights(expected), atol=0)
+    # the same run interrupted after step 2 and resumed: the same curve
+    first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)
+    train(first)
+    second = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=5", *common)
+    train(second, resume="latest")
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [2, 4, 5]
+    for a, b in zip(resumed, rows, strict=True):
+        assert a["eval_implicit_acc"] == pytest.approx(b["eval_implicit_acc"], abs=1e-9)
+
+
+def test_held_out_evaluation_settings_are_checked(tiny_sd, shapes_parquet, tmp_path):
+    with pytest.raises(ConfigError, match="train.eval_every"):
+        tiny_config(tiny_sd, shapes_parquet, tmp_path / "a", f"train.eval_data={shapes_parquet}")
+    with pytest.raises(ConfigError, match="train.select_step"):
+        tiny_config(tiny_sd, shapes_parquet, tmp_path / "b", "train.select_step=one_se")
+    config = tiny_config(
+        tiny_sd, shapes_parquet, tmp_path / "c", f"train.eval_data={tmp_path / 'missing'}", "train.eval_every=1"
+    )
+    with pytest.raises(ConfigError, match="train.eval_data"):
+        train(config)

@@ -50,8 +50,6 @@ def implicit_accuracy(
     """``{"implicit_accuracy", "reward_margin", "pairs"}`` of the model given by ``lora`` (loaded
     into ``backbone``'s denoiser) or ``denoiser`` (a tuned denoiser directory, UNet or transformer)
     against the base, over the pairs of ``cache_dir``. Ties (``inside == 0``) count half."""
-    from tqdm.auto import tqdm
-
     from prefdiff.config import merge_into
     from prefdiff.data.cache import CachedPairStream, collate_cached
 
@@ -63,21 +61,52 @@ def implicit_accuracy(
     policy, reference, pipe = _policy_and_reference(backbone, lora, denoiser)
     try:
         stream = CachedPairStream(cache_dir, seed, data, backbone)
-        size = len(stream)
-        inside_sum = torch.zeros(size, dtype=torch.float64)
-        bar = tqdm(total=draws * size, desc="implicit accuracy", unit="pair", disable=draws * size <= batch_size)
-        for draw in range(draws):
-            ctx = StepContext(backbone, objective, reference, seed + draw, data.resolution, torch.device("cpu"))
-            for start in range(0, size, batch_size):
-                slots = list(range(start, min(size, start + batch_size)))
-                out = micro_batch_loss(ctx, policy, collate_cached([stream[s] for s in slots]))
-                assert out.reward_margin_per_pair is not None
-                inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.double()
-                bar.update(len(slots))
-        bar.close()
-        inside = inside_sum / draws
-        accuracy = ((inside > 0).double() + 0.5 * (inside == 0).double()).mean()
+        inside = pair_margins(
+            backbone, objective, policy, reference, stream, collate_cached, data.resolution, draws, batch_size, seed
+        )
     finally:
         if pipe is not None:
             pipe.unload_lora_weights()
-    return {"implicit_accuracy": float(accuracy), "reward_margin": float(inside.mean()), "pairs": size}
+    return {"implicit_accuracy": accuracy_of(inside), "reward_margin": float(inside.mean()), "pairs": len(inside)}
+
+
+@torch.no_grad()
+def pair_margins(
+    backbone: Backbone,
+    objective: Any,
+    policy: Denoiser,
+    reference: Reference,
+    stream: Any,
+    collate: Any,
+    resolution: int,
+    draws: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """DPO's ``inside`` (``r_w - r_l``) of every pair of the slot-indexed ``stream``, averaged over
+    ``draws`` noise draws (draw ``k`` with seed ``seed + k``, so the same pairs always meet the same
+    noise): a float64 tensor, one value per pair."""
+    from tqdm.auto import tqdm
+
+    size = len(stream)
+    inside_sum = torch.zeros(size, dtype=torch.float64)
+    bar = tqdm(
+        total=draws * size, desc="implicit accuracy", unit="pair", disable=not progress or draws * size <= batch_size
+    )
+    for draw in range(draws):
+        ctx = StepContext(backbone, objective, reference, seed + draw, resolution, device or torch.device("cpu"))
+        for start in range(0, size, batch_size):
+            slots = list(range(start, min(size, start + batch_size)))
+            out = micro_batch_loss(ctx, policy, collate([stream[s] for s in slots]))
+            assert out.reward_margin_per_pair is not None
+            inside_sum[start : start + len(slots)] += out.reward_margin_per_pair.detach().double().cpu()
+            bar.update(len(slots))
+    bar.close()
+    return inside_sum / draws
+
+
+def accuracy_of(inside: torch.Tensor) -> float:
+    """Share of pairs whose implicit reward prefers the winner (``inside > 0``); ties count half."""
+    return float(((inside > 0).double() + 0.5 * (inside == 0).double()).mean())

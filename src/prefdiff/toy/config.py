@@ -21,7 +21,8 @@ class ToyConfig:
     )
     oracle: str = _f(
         "large_central",
-        "What the simulated raters like: large_central, dark_background, small_objects, or module:function "
+        "What the simulated raters like: a built-in taste (large_central, dark_background, vivid_colour, crisp_edges, "
+        "small_objects, warm_background, high_placement, clean_background; docs/tastes.md) or module:function "
         "(any (image: PIL.Image, caption: str) -> float, higher is better).",
     )
     rater_agreement: float = _f(

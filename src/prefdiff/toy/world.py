@@ -130,7 +130,13 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
 @dataclass(frozen=True)
 class Perception:
     """What :func:`perceive` reads from an image. ``radius``, ``cx``, ``cy`` are fractions of
-    the side, ``background_level`` is brightness 0..1, ``shape_fit`` the best template's IoU."""
+    the side, ``background_level`` is brightness 0..1, ``shape_fit`` the best template's IoU.
+
+    The rest describe how the scene is drawn, beyond what it shows: ``background_rgb`` and
+    ``object_rgb`` (0..1 per channel; the object's is the mean of its core), ``background_noise``
+    (the mean colour distance of the background's pixels from its median: 0 for a flat one),
+    and ``edge_width`` (pixels: the partly covered pixels per unit of outline, about 1 for the
+    renderer's anti-aliased edge, more for a blurred one)."""
 
     colour: str | None
     shape: str | None
@@ -140,6 +146,30 @@ class Perception:
     background_level: float
     shape_fit: float
     found: bool
+    background_rgb: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    object_rgb: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    background_noise: float = 0.0
+    edge_width: float = 0.0
+
+    @property
+    def object_saturation(self) -> float:
+        """HSV saturation of the object's colour, 0..1."""
+        high, low = max(self.object_rgb), min(self.object_rgb)
+        return 0.0 if high <= 0 else (high - low) / high
+
+    @property
+    def contrast(self) -> float:
+        """Absolute difference in luma (Rec. 601) between object and background, 0..1."""
+        return abs(_luma(self.object_rgb) - _luma(self.background_rgb))
+
+    @property
+    def background_warmth(self) -> float:
+        """Red minus blue of the background, -1..1: above 0 a warm tint, below a cool one."""
+        return self.background_rgb[0] - self.background_rgb[2]
+
+
+def _luma(rgb: tuple[float, float, float]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 
 
 MIN_SHAPE_FIT = 0.5  # IoU below which no shape is recognised
@@ -153,9 +183,11 @@ def perceive(image: Image.Image) -> Perception:
     from it (soft, by colour distance). Its colour is the nearest palette colour to its core
     pixels; its shape is the template (circle, square, triangle of the same area and centroid)
     with the highest IoU against the object mask, or None when even that IoU is below
-    ``MIN_SHAPE_FIT``. (A shape that covers most of the border is misread: its colour becomes
-    the background. The world never draws one, and the oracles give no credit for growing past
-    the world's largest size.)
+    ``MIN_SHAPE_FIT``. The edge width projects each pixel onto the line from the background to
+    the object's colour (its coverage, for a renderer that mixes the two) and counts the pixels
+    between 15% and 85% covered, per ``4 sqrt(area)`` of outline. (A shape that covers most of
+    the border is misread: its colour becomes the background. The world never draws one, and
+    the oracles give no credit for growing past the world's largest size.)
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     size = pixels.shape[0]
@@ -172,14 +204,21 @@ def perceive(image: Image.Image) -> Perception:
     mask = np.clip((distance - 0.12) / 0.2, 0.0, 1.0)
     area = float(mask.sum())
     level = float(background.mean())
+    background_rgb = _triple(background)
     if area < 4.0:
-        return Perception(None, None, 0.0, 0.5, 0.5, level, 0.0, False)
+        return Perception(None, None, 0.0, 0.5, 0.5, level, 0.0, False, background_rgb, background_rgb)
     ys, xs = np.mgrid[0:size, 0:size] + 0.5
     cx, cy = float((mask * xs).sum() / area), float((mask * ys).sum() / area)
     core = mask >= 0.9
-    mean_colour = (
-        pixels[core].mean(axis=0) if core.sum() >= 2 else (pixels * mask[..., None]).sum(axis=(0, 1)) / area
-    ) * 255.0
+    mean_colour = pixels[core].mean(axis=0) if core.sum() >= 2 else (pixels * mask[..., None]).sum(axis=(0, 1)) / area
+    outside = mask <= 0.0
+    noise = float(distance[outside].mean()) if outside.any() else 0.0
+    span = mean_colour - background
+    coverage = np.clip(((pixels - background) @ span) / max(float(span @ span), 1e-6), 0.0, 1.0)
+    partial = float(((coverage > 0.15) & (coverage < 0.85)).sum())
+    edge_width = partial / (4.0 * math.sqrt(max(float(coverage.sum()), 1.0)))
+    object_rgb = _triple(mean_colour)
+    mean_colour = mean_colour * 255.0
     names = list(COLOURS)
     palette = np.asarray([COLOURS[n] for n in names], dtype=np.float32)
     colour = names[int(np.argmin(np.linalg.norm(palette - mean_colour, axis=1)))]
@@ -193,4 +232,21 @@ def perceive(image: Image.Image) -> Perception:
             best_shape, best_fit, best_radius = shape, fit, r
     if best_fit < MIN_SHAPE_FIT:  # no template fits: a blob, or a shape cut off by the border
         best_shape = None
-    return Perception(colour, best_shape, best_radius / size, cx / size, cy / size, level, best_fit, True)
+    return Perception(
+        colour,
+        best_shape,
+        best_radius / size,
+        cx / size,
+        cy / size,
+        level,
+        best_fit,
+        True,
+        background_rgb,
+        object_rgb,
+        noise,
+        edge_width,
+    )
+
+
+def _triple(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))

@@ -33,6 +33,14 @@ from prefdiff.train.components import Components, build_components, build_pair_d
 from prefdiff.train.optim import build_optimizer, build_scheduler
 from prefdiff.train.reference import Reference
 from prefdiff.train.run_dir import RunLock, check_resume_settings, claim_run_dir, write_run_info
+from prefdiff.train.selection import (
+    HeldOutEval,
+    append_evaluation,
+    drop_evaluations_after,
+    load_eval_pairs,
+    select_result,
+    snapshot_dir,
+)
 from prefdiff.train.sharding import check_distributed, enable_fsdp_on_cpu, is_sharded, sharder
 from prefdiff.train.state import TrainState
 from prefdiff.train.step import StepContext, micro_batch_loss, step_reference_point
@@ -65,6 +73,7 @@ class Session:
     state: TrainState
     ctx: StepContext
     accum: int
+    evaluator: HeldOutEval | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -191,6 +200,7 @@ def _resume(session: Session, resume_path: Path) -> None:
     log.info("resumed from %s at step %d (data slot %d)", resume_path, state.global_step, state.next_slot)
     if session.accelerator.is_main_process:
         drop_metrics_after(session.run_dir / METRICS_FILE, state.global_step)
+        drop_evaluations_after(session.run_dir, state.global_step)
         for abandoned in drop_later_checkpoints(session.run_dir, resume_path):
             log.warning("removed %s: it belongs to the run abandoned by resuming from %s", abandoned, resume_path)
 
@@ -330,8 +340,10 @@ def _record(session: Session, metrics: dict[str, float], progress: Any) -> None:
 
 
 def _after_step(session: Session) -> None:
-    """Checkpoint and validation images on their schedules."""
+    """Held-out evaluation, checkpoint and validation images on their schedules."""
     cfg_t, step = session.config.train, session.state.global_step
+    if cfg_t.eval_every and step % cfg_t.eval_every == 0:
+        _evaluate(session)
     if cfg_t.checkpoint_every and step % cfg_t.checkpoint_every == 0:
         _check_weights_finite(session, f"checkpoint step {step}")
         save_checkpoint(session.accelerator, session.run_dir, step, cfg_t.keep_last)
@@ -396,6 +408,7 @@ def _train(
     components = build_components(config, backbone)
     unpaired = is_unpaired(components.objective)
     stream, collate = build_pair_data(config.data, cfg_t.seed, components.backbone, unpaired)
+    eval_pairs = load_eval_pairs(config, components.backbone) if cfg_t.eval_every else None
     claim()
     if accelerator.is_main_process:
         result = components.strategy.result_path(components.backbone, run_dir).relative_to(run_dir)
@@ -404,6 +417,16 @@ def _train(
 
     session = _prepare(config, accelerator, components, accum)
     resolve_auto_beta(session.ctx, config, stream, collate, run_dir, accelerator.is_main_process)
+    if eval_pairs is not None:
+        session.evaluator = HeldOutEval.build(
+            config,
+            components.backbone,
+            session.ctx.reference,
+            accelerator.unwrap_model(session.denoiser),
+            accelerator.autocast,
+            accelerator.device,
+            eval_pairs,
+        )
     if resume_path is not None:
         _resume(session, resume_path)
     batches = _batches(session, stream, collate)
@@ -443,6 +466,19 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
         session.components.backbone, acc.unwrap_model(session.denoiser), session.run_dir, acc.is_main_process
     )
     acc.wait_for_everyone()
+    cfg_t = session.config.train
+    if session.evaluator is not None:
+        if session.state.global_step % cfg_t.eval_every:  # the last step is always evaluated
+            _evaluate(session, snapshot=False)  # its weights are the result just saved
+        if acc.is_main_process:
+            record = select_result(session.run_dir, final, cfg_t.select_step, session.state.global_step)
+            log.info(
+                "train.select_step=%s: step %d (held-out implicit accuracy %.3f)",
+                record["rule"],
+                record["step"],
+                record["eval_implicit_acc"],
+            )
+        acc.wait_for_everyone()
     if _validates(session) and not _validation_due(session):
         _validate(session)
     # DDP's reducer holds the process group that end_training destroys: free the wrapper first,
@@ -452,6 +488,27 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     gc.collect()
     acc.end_training()
     return TrainResult(session.run_dir, final, session.state, last)
+
+
+def _evaluate(session: Session, snapshot: bool = True) -> None:
+    """Implicit accuracy on ``train.eval_data`` into RUN/eval.jsonl and the tracker; a snapshot of
+    the result weights when ``train.select_step`` may choose this step."""
+    assert session.evaluator is not None
+    acc, step = session.accelerator, session.state.global_step
+    row = session.evaluator.measure(acc.unwrap_model(session.denoiser), step)
+    if acc.is_main_process:
+        append_evaluation(session.run_dir, row)
+        log.info(
+            "step %d: held-out implicit accuracy %.3f (+/- %.3f)", step, row["eval_implicit_acc"], row["eval_stderr"]
+        )
+    if session.config.train.report_to != "none":
+        acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
+    if snapshot and session.config.train.select_step != "last":
+        strategy, backbone = session.components.strategy, session.components.backbone
+        strategy.save_result(
+            backbone, acc.unwrap_model(session.denoiser), snapshot_dir(session.run_dir, step), acc.is_main_process
+        )
+    acc.wait_for_everyone()
 
 
 def _validate(session: Session) -> None:

@@ -95,7 +95,18 @@ def write_run_info(run_dir: Path, config: Config, extra: dict[str, Any] | None =
 
 RUN_MARKERS = ("config.yaml", "run_info.json", "metrics.jsonl", "checkpoints")
 """What makes a directory a run directory: a new run there would mix with the old one."""
-RUN_OUTPUTS = (*RUN_MARKERS, "logs", "validation", "lora", "unet", "transformer", "auto_beta.json")
+RUN_OUTPUTS = (
+    *RUN_MARKERS,
+    "logs",
+    "validation",
+    "lora",
+    "unet",
+    "transformer",
+    "auto_beta.json",
+    "eval.jsonl",
+    "steps",
+    "selection.json",
+)
 """What ``--overwrite`` removes: everything a run writes, and nothing else in the folder."""
 
 

@@ -1,16 +1,27 @@
 """Oracles: faithfulness first, then each one's unstated taste."""
 
+import numpy as np
 import pytest
+from PIL import Image, ImageEnhance, ImageFilter
 
 from prefdiff.errors import ConfigError
 from prefdiff.evaluate.scorers import load_mixed
 from prefdiff.toy.oracle import (
+    BUILTIN,
+    HELDOUT_TASTES,
+    TASTES,
+    TUNING_TASTES,
+    clean_background,
+    crisp_edges,
     dark_background,
     faithfulness,
+    high_placement,
     large_central,
     oracle_fingerprint,
     oracle_spec,
     small_objects,
+    vivid_colour,
+    warm_background,
 )
 from prefdiff.toy.world import Scene, perceive, render
 
@@ -29,7 +40,7 @@ def test_faithfulness_counts_colour_and_shape_halves():
     assert faithfulness(perceive(image(colour="blue")), "a circle") == 1.0  # colour not named
 
 
-@pytest.mark.parametrize("oracle", [large_central, dark_background, small_objects])
+@pytest.mark.parametrize("oracle", list(BUILTIN.values()), ids=list(BUILTIN))
 def test_every_oracle_prefers_the_faithful_image(oracle):
     assert oracle(image(), "a red circle") > oracle(image(colour="green"), "a red circle")
     assert oracle(image(), "a red circle") > oracle(image(shape="triangle"), "a red circle")
@@ -65,5 +76,49 @@ def test_a_file_oracle_loads_and_editing_it_changes_its_fingerprint(tmp_path):
 
 
 def test_a_misspelt_oracle_name_lists_the_built_in_ones():
-    with pytest.raises(ConfigError, match="large_central, dark_background, small_objects"):
+    with pytest.raises(ConfigError, match=", ".join(TASTES)):
         oracle_spec("large-central")
+
+
+def _noisy(picture: Image.Image, amount: float, seed: int = 0) -> Image.Image:
+    pixels = np.asarray(picture, dtype=np.float32)
+    noise = np.random.default_rng(seed).normal(0.0, amount * 255, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+# each new taste: (oracle, the image it should prefer, the one it should not); both faithful
+PREFERENCES = {
+    "high_placement": (high_placement, image(cy=0.25), image(cy=0.75)),
+    "warm_background": (warm_background, image(background=(150, 128, 108)), image(background=(108, 128, 150))),
+    "vivid_colour": (vivid_colour, image(), ImageEnhance.Color(image()).enhance(0.55)),
+    "crisp_edges": (crisp_edges, image(), image().filter(ImageFilter.GaussianBlur(1.0))),
+    "clean_background": (clean_background, image(), _noisy(image(), 0.03)),
+}
+
+
+@pytest.mark.parametrize("name", list(PREFERENCES))
+def test_each_new_taste_ranks_its_attribute_and_only_it(name):
+    oracle, liked, disliked = PREFERENCES[name]
+    assert faithfulness(perceive(liked), "a red circle") == faithfulness(perceive(disliked), "a red circle") == 1.0
+    assert oracle(liked, "a red circle") > oracle(disliked, "a red circle") + 0.2
+    # the shipped tastes that read other attributes barely tell the two apart
+    others = [BUILTIN[n] for n in ("dark_background", "high_placement", "warm_background") if n != name]
+    if name in ("vivid_colour", "crisp_edges", "clean_background"):
+        for other in others:
+            assert other(liked, "a red circle") == pytest.approx(other(disliked, "a red circle"), abs=0.1)
+
+
+def test_a_taste_grows_with_its_attribute_across_rendered_scenes():
+    heights = [high_placement(image(cy=cy), "a red circle") for cy in (0.2, 0.35, 0.5, 0.65, 0.8)]
+    assert heights == sorted(heights, reverse=True)
+    blurs = [crisp_edges(image().filter(ImageFilter.GaussianBlur(r)), "a red circle") for r in (0.0, 0.6, 1.2, 2.0)]
+    assert blurs == sorted(blurs, reverse=True)
+    noise = [clean_background(_noisy(image(), a), "a red circle") for a in (0.0, 0.01, 0.02, 0.04)]
+    assert noise == sorted(noise, reverse=True)
+
+
+def test_the_tastes_split_once_into_tuning_and_held_out_halves():
+    assert set(TUNING_TASTES) | set(HELDOUT_TASTES) == set(TASTES) == set(BUILTIN)
+    assert not set(TUNING_TASTES) & set(HELDOUT_TASTES)
+    assert len(TASTES) >= 8 and len(TUNING_TASTES) == len(HELDOUT_TASTES)
+    assert "large_central" in TUNING_TASTES  # the default taste's defaults were tuned on it before
