@@ -31,6 +31,12 @@ class ToyConfig:
     raters: int = _f(5, "Raters per comparison; the majority decides, an even split is a tie.")
     train_pairs: int = _f(1024, "On-policy pairs drawn from the base model for the preference-training captions.")
     heldout_pairs: int = _f(128, "Labelled pairs on the held-out captions, for implicit_accuracy_heldout.")
+    validation_pairs: int = _f(
+        128,
+        "Labelled on-policy pairs on the training captions, kept out of training: the set whose implicit accuracy "
+        "train.eval_every measures and train.select_step chooses the kept step on (0: none; then train.eval_every "
+        "must be 0).",
+    )
     eval_images_per_caption: int = _f(72, "Paired comparisons per held-out caption (6 captions).")
     sample_steps: int = _f(
         15,

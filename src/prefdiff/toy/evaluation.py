@@ -116,6 +116,7 @@ def evaluate_quickstart(
             "entry": entries[name][0],
             **_leaderboard_row(name, run, models, head_to_head, implicit_of[name], temperature, toy, seed),
             "beta": _beta_used(run, entries[name][1]),
+            **_selection(run),
         }
         for name, run in runs.items()
     }
@@ -191,6 +192,22 @@ def evaluate_layouts(samples: dict[str, Path], scorer: Any, temperature: float, 
         "oracle_score_dpo": float(models["dpo"]["scores"].mean()),
         "head_to_head": result,
         "models": {name: {k: v for k, v in m.items() if k != "scores"} for name, m in models.items()},
+    }
+
+
+def _selection(run: Path) -> dict[str, Any]:
+    """The step a run kept and its validation implicit accuracy (``RUN/selection.json``; nulls
+    for a run without held-out evaluation)."""
+    from prefdiff.train.selection import SELECTION_FILE
+
+    path = run / SELECTION_FILE
+    if not path.is_file():
+        return {"selected_step": None, "selection_rule": None, "validation_implicit_accuracy": None}
+    record = json.loads(path.read_text())
+    return {
+        "selected_step": record["step"],
+        "selection_rule": record["rule"],
+        "validation_implicit_accuracy": record["eval_implicit_acc"],
     }
 
 

@@ -85,7 +85,12 @@ OWNED_KEYS = {
     "model.path": "use toy.base=DIR for another base",
     "data.path": "the data are the votes it collects",
     "output_dir": "use --out",
+    "train.eval_data": "it is the validation pairs (toy.validation_pairs)",
 }
+
+
+VALIDATION_PLACEHOLDER = "<the quickstart's validation pairs>"
+PAIR_SEED_OFFSETS = {"train": 0, "heldout": 1, "validation": 4}  # toy.seed + offset; 2 and 3 are the evaluation's
 
 
 TOY_ALIASES = {"toy.sampler_steps": "toy.sample_steps", "toy.guidance": "toy.guidance_scale"}
@@ -131,6 +136,12 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     checks += [
         (0.5 < toy.rater_agreement <= 1.0, "rater_agreement", "must be in (0.5, 1]: 0.5 is a coin flip"),
         (toy.seed >= 0, "seed", "must be >= 0"),
+        (toy.validation_pairs >= 0, "validation_pairs", "must be >= 0"),
+        (
+            toy.validation_pairs > 0 or not config.train.eval_every,
+            "validation_pairs",
+            "must be >= 1 while train.eval_every is set (the evaluations are on them)",
+        ),
         (toy.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
         (toy.layouts_per_caption >= 0, "layouts_per_caption", "must be >= 0 (0: no layout section)"),
         (0 < toy.layout_strength <= 1, "layout_strength", "must be in (0, 1]"),
@@ -143,6 +154,8 @@ def split_overrides(overrides: list[str]) -> tuple[ToyConfig, Config]:
     for ok, name, rule in checks:
         if not ok:
             raise ConfigError(f"config key 'toy.{name}': {rule} (got {getattr(toy, name)})")
+    if config.train.eval_every:
+        config.train.eval_data = VALIDATION_PLACEHOLDER  # each run's own cache/validation, set per run
     validate(config)
     if toy.layouts_per_caption and int(toy.sample_steps * toy.layout_strength) < 1:
         raise ConfigError(
@@ -205,15 +218,18 @@ def _write_prompts(path: Path, prompts: list[str]) -> Path:
 
 
 def _training_config(config: Config, entry: Entry, base: Path, cache: Path, run_dir: Path) -> Config:
+    """An entry's run: trained on ``cache/train``, evaluated (with train.eval_every) on ``cache/validation``."""
     run = entry_config(config, entry)
     merge_into(
         run,
         {
             "model": {"path": str(base)},
-            "data": {"path": str(cache)},
+            "data": {"path": str(cache / "train")},
             "output_dir": str(run_dir),
         },
     )
+    if run.train.eval_every:
+        run.train.eval_data = str(cache / "validation")
     validate(run)
     return run
 
@@ -225,6 +241,7 @@ def _training_key(run: Config) -> dict[str, Any]:
     key.pop("output_dir")
     key["data"].pop("path")
     key["model"].pop("path")
+    key["train"].pop("eval_data")
     for section in ("data", "model", "train"):
         _drop_unset_later_keys(key[section], section)
     if key.get("reference") == to_dict(ReferenceConfig()):  # a section added after STAGE_FORMAT 2
@@ -235,7 +252,13 @@ def _training_key(run: Config) -> dict[str, Any]:
 LATER_KEYS: dict[str, dict[str, Any]] = {
     "data": {"unpaired": False, "allow_outside_paths": False},
     "model": {"zero_terminal_snr": False, "timestep_spacing": None},
-    "train": {"timesteps": None, "compile": False},
+    "train": {
+        "timesteps": None,
+        "compile": False,
+        "eval_every": 0,
+        "eval_draws": 4,
+        "select_step": "last",
+    },
 }
 """Config keys added after STAGE_FORMAT 2, with their defaults, by section."""
 
@@ -338,16 +361,21 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "train": [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)],
         "heldout": [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)],
     }
+    if toy.validation_pairs:  # the training captions, other seeds: pairs like the training ones, never trained on
+        pair_prompts["validation"] = [caption_for(*combos[i % len(combos)]) for i in range(toy.validation_pairs)]
     base_key = {
         "base": str(base.resolve()),
         "weights": weights_digest(base, "*/*"),
         "sampler": sampler.recorded(),  # the few-step keys only when set: older outputs stay valid
         "seed": toy.seed,
     }
-    pairs = Stage(out, "pairs", {**base_key, "train": toy.train_pairs, "heldout": toy.heldout_pairs})
+    counts = {"train": toy.train_pairs, "heldout": toy.heldout_pairs}
+    if toy.validation_pairs:  # in the key only when there are some: outputs made before them stay valid
+        counts["validation"] = toy.validation_pairs
+    pairs = Stage(out, "pairs", {**base_key, **counts})
 
     def make_pairs() -> None:
-        for offset, (name, prompts) in enumerate(pair_prompts.items()):
+        for name, prompts in pair_prompts.items():
             prompts_file = _write_prompts(pairs.dir / f"{name}_prompts.txt", prompts)
             generate_prompt_set(
                 base,
@@ -355,7 +383,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
                 2,
                 pairs.dir / name,
                 settings=sampler,
-                base_seed=toy.seed + offset,
+                base_seed=toy.seed + PAIR_SEED_OFFSETS[name],
                 batch_size=toy.generate_batch,
             )
 
@@ -363,7 +391,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         1,
         pairs,
         "pairs",
-        f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.heldout_pairs} held-out",
+        f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.validation_pairs} validation + "
+        f"{toy.heldout_pairs} held-out",
         make_pairs,
     )
 
@@ -398,7 +427,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
     trained: dict[str, Stage] = {}
     run_entries: dict[str, tuple[str, Config]] = {}  # run directory name -> (entry, training config)
     for number, entry in enumerate(entries, start=4):
-        run = _training_config(config, entry, base, cache.dir / "train", out / entry.dir_name)
+        run = _training_config(config, entry, base, cache.dir, out / entry.dir_name)
         run_entries[entry.dir_name] = (entry.text, run)
         stage = Stage(out, entry.dir_name, {"cache": cache.digest, "config": _training_key(run)})
         what = (
@@ -463,8 +492,14 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "lora": {"enabled": config.lora.enabled, "rank": config.lora.rank, "alpha": config.lora.alpha},
         "objective": {"beta": config.objective.beta},
         "optim": {"lr": config.optim.lr},
-        "train": {"max_steps": config.train.max_steps, "batch_size": config.train.batch_size},
+        "train": {
+            "max_steps": config.train.max_steps,
+            "batch_size": config.train.batch_size,
+            "eval_every": config.train.eval_every,
+            "select_step": config.train.select_step,
+        },
     }
+    summary["selected_step"] = summary["objectives"]["dpo"]["selected_step"]
     summary["stage_seconds"] = {k: round(v, 2) for k, v in run_stage.seconds.items()}
     summary["total_seconds"] = round(sum(run_stage.seconds.values()), 2)
     summary["reused_stages"] = run_stage.reused

@@ -44,12 +44,18 @@ def score_files(images_dir: Path, records: list[ManifestImage], scorer: Any, des
     return scores
 
 
+PAIR_SETS = ("train", "heldout", "validation")  # the order fixes each set's vote seed
+
+
 def label_pairs(pairs_dir: Path, out: Path, scorer: Any, toy: ToyConfig) -> dict[str, Any]:
-    """Write ``out/train.parquet``, ``out/heldout.parquet`` and ``out/votes.json``."""
+    """Write ``out/train.parquet``, ``out/heldout.parquet``, ``out/validation.parquet`` (when the
+    pairs have a validation set) and ``out/votes.json``."""
     stats: dict[str, Any] = {"oracle": scorer.name, "raters": toy.raters, "rater_agreement_asked": toy.rater_agreement}
     temperature = None
-    for index, name in enumerate(("train", "heldout")):
+    for index, name in enumerate(PAIR_SETS):
         images_dir = pairs_dir / name
+        if name == "validation" and not images_dir.is_dir():
+            continue
         pairs = manifest_pairs(images_dir)
         flat = [r for pair in pairs for r in pair]
         scores = score_files(images_dir, flat, scorer, desc=f"oracle ({name})")
