@@ -56,6 +56,29 @@ def _head_to_head(a: np.ndarray, b: np.ndarray, temperature: float, toy: ToyConf
     return {"raters": raters, "oracle": oracle}
 
 
+def versus_base(
+    samples: Path, base_samples: Path, scorer: Any, temperature: float, toy: ToyConfig, seed: int
+) -> dict[str, Any]:
+    """One model's images against the base's from the same prompts and seeds: win rates by fresh
+    rater votes (``seed``) and by the oracle, and both models' faithfulness and mean oracle score
+    (what ``benchmarks/bench_tastes.py`` measures at every snapshot of a run)."""
+    pairs = pair_runs(samples, base_samples)
+    keys = [a.key for a, _ in pairs]
+    model = _model_scores(samples, keys, {a.key: a for a, _ in pairs}, scorer, samples.name)
+    base = _model_scores(base_samples, keys, {b.key: b for _, b in pairs}, scorer, "base")
+    result = _head_to_head(model["scores"], base["scores"], temperature, toy, seed)
+    return {
+        "win_rate_vs_base": result["raters"]["win_rate"],
+        "win_rate_vs_base_ci": result["raters"]["win_rate_ci"],
+        "oracle_win_rate_vs_base": result["oracle"]["win_rate"],
+        "faithfulness": model["faithfulness"],
+        "faithfulness_base": base["faithfulness"],
+        "oracle_score": float(model["scores"].mean()),
+        "oracle_score_base": float(base["scores"].mean()),
+        "comparisons": len(keys),
+    }
+
+
 def evaluate_quickstart(
     out: Path,
     base: Path,
