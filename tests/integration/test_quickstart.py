@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 SMALL = [
     "toy.train_pairs=24",
     "toy.heldout_pairs=8",
+    "toy.validation_pairs=8",
     "toy.eval_images_per_caption=2",
     "toy.sample_steps=4",
     "train.max_steps=4",
@@ -155,6 +156,36 @@ def test_quickstart_writes_every_artefact_and_reuses_its_stages(tmp_path):
     assert "pairs: reusing" in changed and "samples/base: reusing" in changed
     assert "votes: reusing" not in changed and "dpo: reusing" not in changed
     assert json.loads((out / "summary.json").read_text())["oracle"] == f"python:{oracle_file}:prefers_red"
+
+
+def test_quickstart_chooses_the_kept_step_on_its_validation_pairs_and_records_it(tmp_path):
+    from prefdiff.train.selection import EvalPoint, choose_step
+
+    out = tmp_path / "qs"
+    run(out, "train.max_steps=6", "train.eval_every=2", "train.select_step=one_se", "toy.layouts_per_caption=0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "votes" / "validation.parquet").is_file() and (out / "cache" / "validation").is_dir()
+    for name in ("dpo", "sft"):
+        rows = [json.loads(line) for line in (out / name / "eval.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [2, 4, 6]
+        assert {r["eval_pairs"] for r in rows} == {
+            json.loads((out / "votes" / "votes.json").read_text())["validation"]["pairs"] - _ties(out)
+        }
+        expected = choose_step([EvalPoint(r["step"], r["eval_implicit_acc"], r["eval_pairs"]) for r in rows], "one_se")
+        row = summary["objectives"][name]
+        assert row["selected_step"] == expected.step and row["selection_rule"] == "one_se"
+        assert row["validation_implicit_accuracy"] == pytest.approx(expected.accuracy)
+    assert summary["selected_step"] == summary["objectives"]["dpo"]["selected_step"]
+    assert summary["recipe"]["train"]["select_step"] == "one_se"
+    # without validation pairs there is nothing to evaluate on: refused before any work
+    result = CliRunner().invoke(
+        app, ["quickstart", "--out", str(tmp_path / "none"), "toy.validation_pairs=0", "train.eval_every=2"]
+    )
+    assert result.exit_code != 0 and "toy.validation_pairs" in str(result.exception)
+
+
+def _ties(out):
+    return json.loads((out / "votes" / "votes.json").read_text())["validation"]["ties"]
 
 
 def test_few_step_quickstart_samples_and_trains_on_four_timesteps(tmp_path):
@@ -303,6 +334,8 @@ def test_a_base_of_another_family_is_refused_before_any_work(tmp_path):
         ("objective.name=sft", "objective.name"),
         ("output_dir=elsewhere", "output_dir"),
         ("train.max_steps=0", "train.max_steps"),
+        ("train.eval_data=somewhere", "train.eval_data"),
+        ("toy.validation_pairs=-1", "toy.validation_pairs"),
     ],
 )
 def test_bad_overrides_name_the_key_before_any_work(tmp_path, override, named):
