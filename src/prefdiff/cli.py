@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from prefdiff.devices import DEVICE_HELP, DTYPE_HELP
 from prefdiff.evaluate.scorers.registry import KINDS as SCORER_KINDS  # torch-free
 from prefdiff.label.cli import app as label_app
 
@@ -205,14 +206,25 @@ def generate(
         float | None,
         typer.Option(help="With --init-images: how far the layout is noised, 0 (kept) to 1 (pure noise)."),
     ] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "fp32",
+    attention_slicing: Annotated[
+        bool, typer.Option(help="The pipeline's attention slicing: less memory, a little slower.")
+    ] = False,
+    vae_tiling: Annotated[
+        bool, typer.Option(help="Decode in tiles (the VAE's own tiling): large images in less memory.")
+    ] = False,
 ) -> None:
     """Generate PNGs from a pipeline (optionally with trained LoRA weights or a tuned denoiser), for
     explicit prompts and seeds or for a whole prompt set with paired seeds, from noise or from
     layout images (--init-images). Resumable."""
     _quiet_libraries()
     from prefdiff.errors import PrefdiffError
-    from prefdiff.evaluate.generate import SamplerSettings, generate_pngs, generate_prompt_set
+    from prefdiff.evaluate.generate import Placement, SamplerSettings, generate_pngs, generate_prompt_set
     from prefdiff.evaluate.init_images import layouts_file
+
+    placement = Placement(device, dtype, attention_slicing, vae_tiling)
+    placement.resolve()  # an unavailable device or precision: one line, before any work
 
     layouts_are_prompts = init_images is not None and layouts_file(init_images) and prompt is None
     if prompt is not None and prompts is not None or (prompt is None and prompts is None and not layouts_are_prompts):
@@ -223,7 +235,17 @@ def generate(
     if prompt is None:
         base_seed = (seed or [0])[0]
         paths = generate_prompt_set(
-            model, prompts, images_per_prompt, out, lora, denoiser, settings, base_seed, batch_size, init_images
+            model,
+            prompts,
+            images_per_prompt,
+            out,
+            lora,
+            denoiser,
+            settings,
+            base_seed,
+            batch_size,
+            init_images,
+            placement,
         )
     else:
         paths = generate_pngs(
@@ -236,6 +258,7 @@ def generate(
             batch_size=batch_size,
             settings=settings,
             init_images=init_images,
+            placement=placement,
         )
     typer.echo(f"{len(paths)} image(s) in {out} (manifest.jsonl beside them)")
 
@@ -250,6 +273,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Directory for summary.json, scores.jsonl and report.html.")],
     tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+    device: Annotated[str, typer.Option(help="Where the scorer runs: " + DEVICE_HELP)] = "auto",
     allow_sampler_mismatch: Annotated[
         bool,
         typer.Option(
@@ -262,7 +286,7 @@ def compare(
     _quiet_libraries()
     from prefdiff.evaluate.compare import compare_runs
 
-    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch)
+    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch, device)
     low, high = summary["win_rate_ci"]
     typer.echo(
         f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: "
@@ -325,11 +349,18 @@ def label_ai(
     guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     resolution: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
+    score_batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+    device: Annotated[str, typer.Option(help="Where the pipeline and the scorer run: " + DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help="The pipeline's precision: " + DTYPE_HELP)] = "fp32",
 ) -> None:
     """AI feedback: two images per prompt, labelled by a reward model, as a Pick-a-Pic parquet."""
     _quiet_libraries()
     from prefdiff.evaluate.ai_feedback import label_with_ai
-    from prefdiff.evaluate.generate import SamplerSettings
+    from prefdiff.evaluate.generate import Placement, SamplerSettings
+
+    placement = Placement(device, dtype)
+    placement.resolve()  # an unavailable device or precision: one line, before any work
 
     counts = label_with_ai(
         model,
@@ -340,7 +371,10 @@ def label_ai(
         SamplerSettings(steps, guidance_scale, resolution),
         tie_threshold,
         seed,
+        batch_size=batch_size,
         temperature=temperature,
+        placement=placement,
+        score_batch_size=score_batch_size,
     )
     typer.echo(
         f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with "

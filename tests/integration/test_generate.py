@@ -157,3 +157,88 @@ def test_zero_terminal_snr_errors_name_the_flag(tiny_sd, tmp_path):
     prompts.write_text("a red circle\n")
     with pytest.raises(ConfigError, match=r"^--zero-terminal-snr: .*predicts epsilon"):
         generate_prompt_set(tiny_sd, prompts, 1, tmp_path / "a", settings=SamplerSettings(zero_terminal_snr=True))
+
+
+def test_device_auto_and_cpu_agree_here_and_an_absent_gpu_is_one_line(tiny_sd, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from prefdiff.cli import app
+    from prefdiff.evaluate.generate import Placement
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    settings = SamplerSettings(steps=2, guidance_scale=3.0, resolution=32)
+    runs = {}
+    for device in ("cpu", "auto"):
+        runs[device] = generate_prompt_set(
+            tiny_sd, prompts, 2, tmp_path / device, settings=settings, placement=Placement(device=device)
+        )
+    for a, b in zip(runs["cpu"], runs["auto"], strict=True):
+        assert np.array_equal(_pixels(a), _pixels(b))
+    record = json.loads((tmp_path / "auto" / "manifest.jsonl").read_text().splitlines()[0])
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert record["device"] == expected and record["dtype"] == "fp32"
+    pair_runs(tmp_path / "cpu", tmp_path / "auto")  # device and precision do not unpair runs
+    if not torch.cuda.is_available():
+        command = ["generate", "--model", str(tiny_sd), "--out", str(tmp_path / "x"), "--prompt", "a"]
+        result = CliRunner().invoke(app, [*command, "--device", "cuda"])
+        assert result.exit_code != 0 and "--device cuda: no CUDA device is available" in str(result.exception)
+        assert not (tmp_path / "x").exists()
+        result = CliRunner().invoke(app, [*command, "--dtype", "fp16"])
+        assert result.exit_code != 0 and "--dtype fp16 needs a GPU" in str(result.exception)
+    with pytest.raises(ConfigError, match="--device 'tpu'"):
+        Placement(device="tpu").resolve()
+
+
+def test_bf16_generation_on_the_cpu_stays_close_to_fp32_with_the_memory_savers(tiny_sd, tmp_path):
+    from prefdiff.evaluate.generate import Placement
+
+    settings = SamplerSettings(steps=2, guidance_scale=3.0, resolution=32)
+    full = generate_pngs(tiny_sd, ["a red circle"], [1], tmp_path / "fp32", settings=settings)
+    half = generate_pngs(
+        tiny_sd,
+        ["a red circle"],
+        [1],
+        tmp_path / "bf16",
+        settings=settings,
+        placement=Placement(dtype="bf16", attention_slicing=True, vae_tiling=True),
+    )
+    difference = np.abs(_pixels(full[0]) - _pixels(half[0]))
+    assert difference.mean() < 12  # the same noise: bf16 rounding, not another image
+    assert json.loads((tmp_path / "bf16" / "manifest.jsonl").read_text())["dtype"] == "bf16"
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_same_images_and_one_manifest(tiny_sd, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\na green triangle\n")
+    common = ["generate", "--model", str(tiny_sd), "--prompts", str(prompts), "--images-per-prompt", "3"]
+    common += ["--steps", "2", "--resolution", "32", "--batch-size", "2"]
+    one = subprocess.run([sys.executable, "-m", "prefdiff", *common, "--out", str(tmp_path / "one")], check=False)
+    assert one.returncode == 0
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2"]
+    launch += ["--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m", "prefdiff"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png")) and len(names) == 9
+    for name in names:
+        assert np.abs(_pixels(tmp_path / "one" / name) - _pixels(tmp_path / "two" / name)).max() <= 1
+    rows = {
+        run: [json.loads(line) for line in (tmp_path / run / "manifest.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    }
+    assert [(r["prompt_index"], r["image_index"], r["seed"]) for r in rows["two"]] == [
+        (r["prompt_index"], r["image_index"], r["seed"]) for r in rows["one"]
+    ]
+    pair_runs(tmp_path / "one", tmp_path / "two")
+    # a rerun on two processes makes nothing and keeps the manifest
+    again = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert [json.loads(line) for line in (tmp_path / "two" / "manifest.jsonl").read_text().splitlines()] == rows["two"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefdiff.errors import ConfigError
-from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+from prefdiff.evaluate.generate import Placement, SamplerSettings, generate_prompt_set
 from prefdiff.manifests import ImagePairs, read_manifest
 from prefdiff.pickapic_parquet import PickapicRow, write_pickapic_parquet
 from prefdiff.stats import bradley_terry_preference
@@ -29,11 +29,15 @@ def label_with_ai(
     base_seed: int = 0,
     batch_size: int = 4,
     temperature: float | None = None,
+    placement: Placement | None = None,
+    score_batch_size: int = 16,
 ) -> dict[str, Any]:
     """Generate 2 images per prompt into ``out/images``, score them, write ``out/pairs.parquet``.
 
     ``label_0`` is 1 when image 0 scores higher by more than ``tie_threshold``, 0 when image 1
-    does, 0.5 otherwise; with ``temperature`` the rows carry ``preference_0`` too. Returns counts."""
+    does, 0.5 otherwise; with ``temperature`` the rows carry ``preference_0`` too. The pipeline
+    runs where ``placement`` says (default: the GPU when there is one, fp32), the scorer on the
+    same device, ``score_batch_size`` images per call. Returns counts."""
     from PIL import Image
 
     from prefdiff.evaluate.scorers import load_mixed
@@ -43,17 +47,33 @@ def label_with_ai(
     if temperature is not None and not temperature > 0:
         raise ConfigError(f"--temperature must be > 0 (got {temperature})")
     images_dir = out / "images"
+    if score_batch_size < 1:
+        raise ConfigError(f"--score-batch-size must be >= 1 (got {score_batch_size})")
+    placement = placement or Placement()
+    device, _ = placement.resolve()
     generate_prompt_set(
-        model, prompts_file, 2, images_dir, lora, settings=settings, base_seed=base_seed, batch_size=batch_size
+        model,
+        prompts_file,
+        2,
+        images_dir,
+        lora,
+        settings=settings,
+        base_seed=base_seed,
+        batch_size=batch_size,
+        placement=placement,
     )
-    scorer = load_mixed(scorer_spec)
+    scorer = load_mixed(scorer_spec, device)
     pairs = manifest_pairs(images_dir)
     labels, scores = [], []
-    for first, second in pairs:
-        images = [Image.open(images_dir / r.file).convert("RGB") for r in (first, second)]
-        score_0, score_1 = scorer.score(images, [first.prompt] * 2)
-        labels.append(1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5)
-        scores.append((float(score_0), float(score_1)))
+    per_call = max(1, score_batch_size // 2)  # pairs per scorer call
+    for start in range(0, len(pairs), per_call):
+        chunk = pairs[start : start + per_call]
+        images = [Image.open(images_dir / r.file).convert("RGB") for pair in chunk for r in pair]
+        values = scorer.score(images, [first.prompt for first, _ in chunk for _ in range(2)])
+        for score_0, score_1 in zip(values[0::2], values[1::2], strict=True):
+            label = 1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5
+            labels.append(label)
+            scores.append((float(score_0), float(score_1)))
     preferences = None
     if temperature is not None:
         preferences = [bradley_terry_preference(s0, s1, temperature) for s0, s1 in scores]

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from prefdiff.errors import ConfigError
 from prefdiff.evaluate.winrate import Comparison, summarize
 from prefdiff.manifests import ImagePairs, ManifestImage, pair_runs
 from prefdiff.runlog import METRICS_FILE, read_metrics
@@ -120,15 +121,22 @@ def compare_runs(
     tie_margin: float = 0.0,
     batch_size: int = 16,
     allow_sampler_mismatch: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary.
-    Runs sampled differently (steps, guidance, ...) are refused unless ``allow_sampler_mismatch``."""
+    Runs sampled differently (steps, guidance, ...) are refused unless ``allow_sampler_mismatch``.
+    The scorer runs on ``device`` (auto: the GPU when there is one)."""
+    from prefdiff.devices import resolve_device
     from prefdiff.evaluate.scorers import load_mixed
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+    where = resolve_device(device)
     pairs = pair_runs(run_a, run_b, allow_sampler_mismatch)  # refuse unpaired runs before loading a scorer
-    scorer = load_mixed(scorer_spec)
+    scorer = load_mixed(scorer_spec, where)
     comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
-    return write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin)
+    summary = write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin, str(where))
+    return summary
 
 
 def write_comparison(
@@ -139,11 +147,14 @@ def write_comparison(
     comparisons: list[Comparison],
     scorer_spec: str,
     tie_margin: float = 0.0,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Summarise scored comparisons into ``out/summary.json``, ``out/scores.jsonl`` and
-    ``out/report.html``; returns the summary."""
+    ``out/report.html`` (with the scorer's ``device`` when given); returns the summary."""
     summary = summarize(comparisons, tie_margin)
     summary.update({"run_a": str(run_a), "run_b": str(run_b), "scorer": scorer_spec, "tie_margin": tie_margin})
+    if device is not None:
+        summary["device"] = device
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))

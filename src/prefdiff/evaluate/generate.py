@@ -94,6 +94,30 @@ class SamplerSettings:
 
 
 @dataclass
+class Placement:
+    """Where and how a generation run executes; none of it changes which noise an image starts
+    from (that is the job's seed, drawn by a CPU generator). ``device`` auto is the GPU when
+    there is one (under ``accelerate launch``, each process's own), ``dtype`` the weights' and
+    activations' precision, and the two memory savers are the pipeline's own."""
+
+    device: str = "auto"
+    dtype: str = "fp32"
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+
+    def resolve(self, process_device: torch.device | None = None) -> tuple[torch.device, torch.dtype]:
+        from prefdiff.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device)
+        if self.device == "auto" and process_device is not None:
+            device = process_device  # accelerate's device for this process (cuda:LOCAL_RANK, or the CPU)
+        return device, resolve_dtype(self.dtype, device)
+
+    def recorded(self, device: torch.device) -> dict[str, Any]:
+        return {"device": str(device), "dtype": self.dtype}
+
+
+@dataclass
 class Job:
     prompt: str
     prompt_index: int
@@ -115,18 +139,24 @@ def load_generation_pipeline(
     lora: Path | None = None,
     denoiser: Path | None = None,
     settings: SamplerSettings | None = None,
+    placement: Placement | None = None,
+    process_device: torch.device | None = None,
 ) -> tuple[DiffusionPipeline, int, dict[str, Any]]:
     """A diffusers pipeline for ``model`` with ``lora`` loaded or its denoiser (UNet or
     transformer) replaced by the fully tuned one in ``denoiser``; returns the pipeline, its
     native resolution and the keyword arguments every call of it takes so that prompts are
     encoded as the latent cache encodes them (the T5 prompt length of the flow families).
     ``settings`` adds the timestep spacing, the zero-terminal-SNR schedule and, with a
-    strength, the family's image-to-image pipeline over the same components."""
+    strength, the family's image-to-image pipeline over the same components. ``placement``
+    moves it to its device and precision (default: the GPU when there is one, fp32) and turns on
+    the memory savers it names."""
     import diffusers
 
     from prefdiff.config import ModelConfig
 
     settings = settings or SamplerSettings()
+    placement = placement or Placement()
+    device, dtype = placement.resolve(process_device)  # a missing GPU is one line before any loading
     scheduler = settings.scheduler
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
@@ -170,8 +200,7 @@ def load_generation_pipeline(
     if settings.strength is not None:
         pipe = backbone.image_to_image_pipeline(pipe)
     pipe.set_progress_bar_config(disable=True)
-    if torch.cuda.is_available():
-        pipe.to("cuda")
+    _place(pipe, placement, device, dtype)
     return pipe, backbone.native_resolution(), backbone.encoding_settings()
 
 
@@ -184,31 +213,59 @@ def run_jobs(
     denoiser: Path | None,
     settings: SamplerSettings,
     batch_size: int = 4,
+    placement: Placement | None = None,
 ) -> list[Path]:
     """Generate the jobs whose file is missing, ``batch_size`` images per pipeline call, and
     write ``manifest.jsonl`` for all of them. ``settings`` were checked by the caller
-    (:func:`_check_request`, before any layout is read)."""
+    (:func:`_check_request`, before any layout is read).
+
+    Under ``accelerate launch`` (or torchrun) with several processes, process ``r`` of ``n``
+    generates every ``n``-th missing image from the ``r``-th; all wait, then the main process
+    writes the one manifest. Every image comes from its own seed, so the images do not depend on
+    the batch size or the process count."""
     from tqdm.auto import tqdm
 
+    placement = placement or Placement()
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+    state = _process_state()
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs if not (out / job.file).exists()]
+    if state is not None:
+        state.wait_for_everyone()  # every process has listed the same missing images before any is written
+        todo = todo[state.process_index :: state.num_processes]
     size = settings.resolution
+    process_device = state.device if state is not None else None
+    device, _ = placement.resolve(process_device)
+    main = state is None or state.is_main_process
     if todo:
-        pipe, native, prompt_settings = load_generation_pipeline(model, lora, denoiser, settings=settings)
+        pipe, native, prompt_settings = load_generation_pipeline(
+            model, lora, denoiser, settings=settings, placement=placement, process_device=process_device
+        )
         size = size or native
         for start in tqdm(
-            range(0, len(todo), batch_size), desc="generate", unit="batch", disable=len(todo) <= batch_size
+            range(0, len(todo), batch_size),
+            desc="generate",
+            unit="batch",
+            disable=len(todo) <= batch_size or not main,
         ):
             batch = todo[start : start + batch_size]
             for job, image in zip(batch, _sample(pipe, batch, settings, size, prompt_settings), strict=True):
                 image.save(out / job.file)
+    if state is not None:
+        state.wait_for_everyone()
+    if size is None:  # nothing was left to make here: the size the run was made at
+        size = _recorded_size(out, model)
     common: dict[str, Any] = {
         "model": str(model),
         "lora": str(lora) if lora else None,
         "unet": str(denoiser) if denoiser else None,  # the tuned denoiser (UNet or transformer)
         **{k: v for k, v in settings.recorded().items() if k != "resolution"},
         "resolution": size,
+        **placement.recorded(device),
     }
+    if not main:
+        return [out / job.file for job in jobs]
     layout_digests = {job.init_image: _file_sha256(Path(job.init_image)) for job in jobs if job.init_image}
     with (out / "manifest.jsonl").open("w") as f:
         for job in jobs:
@@ -219,6 +276,36 @@ def run_jobs(
                 row["init_image_sha256"] = layout_digests[job.init_image]
             f.write(json.dumps({**row, **common}) + "\n")
     return [out / job.file for job in jobs]
+
+
+def _place(pipe: Any, placement: Placement, device: torch.device, dtype: torch.dtype) -> None:
+    pipe.to(device, dtype)
+    if placement.attention_slicing:
+        pipe.enable_attention_slicing()
+    if placement.vae_tiling:
+        pipe.vae.enable_tiling()
+
+
+def _process_state() -> Any:
+    """accelerate's process state when this is one of several processes, else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _recorded_size(out: Path, model: Path) -> int | None:
+    """The resolution an existing manifest records (a rerun that made nothing keeps it), else the
+    pipeline's native size."""
+    manifest = out / "manifest.jsonl"
+    if manifest.is_file():
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                return json.loads(line).get("resolution")
+    return load_backbone(model).native_resolution()
 
 
 def _file_sha256(path: Path) -> str:
@@ -291,6 +378,7 @@ def generate_pngs(
     batch_size: int = 4,
     settings: SamplerSettings | None = None,
     init_images: Path | None = None,
+    placement: Placement | None = None,
 ) -> list[Path]:
     """One PNG per (prompt, seed), named ``p{prompt_index:04d}_s{seed}.png``; ``settings``, when
     given, replaces the separate sampler arguments; ``init_images`` makes it image-to-image."""
@@ -301,7 +389,8 @@ def generate_pngs(
     ]
     settings = settings or SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
     _check_request(settings, init_images)
-    return run_jobs(_with_layouts(jobs, init_images, prompts), out, model, lora, denoiser, settings, batch_size)
+    jobs = _with_layouts(jobs, init_images, prompts)
+    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size, placement)
 
 
 def generate_prompt_set(
@@ -315,6 +404,7 @@ def generate_prompt_set(
     base_seed: int = 0,
     batch_size: int = 4,
     init_images: Path | None = None,
+    placement: Placement | None = None,
 ) -> list[Path]:
     """``images_per_prompt`` PNGs per prompt of ``prompts_file``, named ``p{p:05d}_i{i:03d}.png``,
     seeded by :func:`paired_seed`. With ``init_images``, each prompt starts from its layout;
@@ -342,4 +432,4 @@ def generate_prompt_set(
         for i in range(images_per_prompt)
     ]
     jobs = _with_layouts(jobs, init_images, [item.prompt for item in items], layouts)
-    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size)
+    return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size, placement)

@@ -46,23 +46,40 @@ def implicit_accuracy(
     draws: int = 4,
     batch_size: int = 32,
     seed: int = 1234,
+    device: str = "auto",
 ) -> dict[str, float]:
     """``{"implicit_accuracy", "reward_margin", "pairs"}`` of the model given by ``lora`` (loaded
     into ``backbone``'s denoiser) or ``denoiser`` (a tuned denoiser directory, UNet or transformer)
-    against the base, over the pairs of ``cache_dir``. Ties (``inside == 0``) count half."""
+    against the base, over the pairs of ``cache_dir``, on ``device`` (auto: the GPU when there is
+    one; the noise is drawn on the CPU either way). Ties (``inside == 0``) count half."""
     from prefdiff.config import merge_into
     from prefdiff.data.cache import CachedPairStream, collate_cached
 
+    from prefdiff.devices import resolve_device
+
     if (lora is None) == (denoiser is None):
         raise ValueError("give exactly one of lora= or denoiser=")
+    where = resolve_device(device)
     config = Config()
     merge_into(config, {"objective": {"name": "dpo", "beta": beta}})
     objective = build_components(config, backbone).objective
     policy, reference, pipe = _policy_and_reference(backbone, lora, denoiser)
     try:
+        backbone.to(where, torch.float32)
+        policy.to(where)
         stream = CachedPairStream(cache_dir, seed, data, backbone)
         inside = pair_margins(
-            backbone, objective, policy, reference, stream, collate_cached, data.resolution, draws, batch_size, seed
+            backbone,
+            objective,
+            policy,
+            reference,
+            stream,
+            collate_cached,
+            data.resolution,
+            draws,
+            batch_size,
+            seed,
+            where,
         )
     finally:
         if pipe is not None:

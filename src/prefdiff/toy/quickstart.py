@@ -552,7 +552,8 @@ def layout_stage(
             base_seed=toy.seed + 3,
             batch_size=toy.generate_batch,
             init_images=layouts.dir / LAYOUTS_FILE,
-            **weights,
+            lora=weights.get("lora"),
+            denoiser=weights.get("denoiser"),
         )
         run_stage(number, stage, "layouts", what, work)
         runs[name] = stage.dir
