@@ -1,6 +1,10 @@
 """Images/s generated and scored on the tiny pipeline, batched against one at a time.
 
     python benchmarks/bench_generate.py [--images 16] [--steps 10] [--resolution 64] [--rounds 2]
+        [--device auto]
+
+Also batched generation in bf16 against fp32 on the same device (`--dtype bf16`; on a CPU
+without fast bf16 kernels it can be slower), alternating with the fp32 runs.
 
 Generation runs `generate_prompt_set` (the code behind `prefdiff generate --prompts`) with
 batch size 1 and 8 into fresh folders, alternating; scoring runs a `clip:` scorer (a tiny random
@@ -52,12 +56,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
     import torch
     from PIL import Image
 
-    from prefdiff.evaluate.generate import SamplerSettings, generate_prompt_set
+    from prefdiff.evaluate.generate import Placement, SamplerSettings, generate_prompt_set
     from prefdiff.evaluate.scorers import load_scorer
     from prefdiff.models.tiny import build_tiny_pipeline
 
@@ -67,14 +72,27 @@ def main() -> None:
         prompts = root / "prompts.txt"
         prompts.write_text("".join(f"a red circle number {i}\n" for i in range(args.images)))
         settings = SamplerSettings(steps=args.steps, resolution=args.resolution)
-        gen = {1: [], 8: []}
+        gen: dict[int, list[float]] = {1: [], 8: []}
+        bf16: list[float] = []
         for r in range(args.rounds):
             for batch in gen:
                 start = time.perf_counter()
                 paths = generate_prompt_set(
-                    model, prompts, 1, root / f"gen_b{batch}_r{r}", settings=settings, batch_size=batch
+                    model,
+                    prompts,
+                    1,
+                    root / f"gen_b{batch}_r{r}",
+                    settings=settings,
+                    batch_size=batch,
+                    placement=Placement(device=args.device),
                 )
                 gen[batch].append(len(paths) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            half = Placement(device=args.device, dtype="bf16")
+            generate_prompt_set(
+                model, prompts, 1, root / f"gen_bf16_r{r}", settings=settings, batch_size=8, placement=half
+            )
+            bf16.append(args.images / (time.perf_counter() - start))
         images = [Image.open(p).convert("RGB") for p in paths]
         texts = [f"a red circle number {i}" for i in range(len(images))]
         scorer = load_scorer(f"clip:{tiny_clip_dir(root)}")
@@ -93,6 +111,7 @@ def main() -> None:
         f"CPU threads {torch.get_num_threads()}"
     )
     print(f"generate: {best[1]:.2f} images/s one at a time, {best[8]:.2f} batched by 8: {best[8] / best[1]:.2f}x")
+    print(f"generate bf16 (batch 8): {max(bf16):.2f} images/s, {max(bf16) / best[8]:.2f}x fp32's")
     print(
         f"score (clip): {best_score[1]:.1f} images/s one at a time, {best_score[16]:.1f} batched by 16: "
         f"{best_score[16] / best_score[1]:.2f}x"

@@ -4,7 +4,8 @@ a device this machine does not have or a precision it cannot run."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from prefdiff.errors import ConfigError
 
@@ -50,3 +51,13 @@ def resolve_dtype(name: str, device: torch.device, flag: str = "--dtype") -> tor
     if key == "fp16" and device.type == "cpu":
         raise ConfigError(f"{flag} fp16 needs a GPU; on the CPU use bf16 or fp32")
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[key]
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState`` when this is one of several processes (``accelerate launch``
+    or torchrun), else None: the commands that split their work across processes use it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()

@@ -238,6 +238,17 @@ def test_two_processes_write_the_same_images_and_one_manifest(tiny_sd, tmp_path)
         (r["prompt_index"], r["image_index"], r["seed"]) for r in rows["one"]
     ]
     pair_runs(tmp_path / "one", tmp_path / "two")
+    # compare scores across the two processes the same way: the same scores, one summary
+    scorer = tmp_path / "redness.py"
+    scorer.write_text("def score(image, prompt):\n    return float(sum(image.convert('RGB').getpixel((16, 16))))\n")
+    compare = ["compare", str(tmp_path / "one"), str(tmp_path / "two"), "--scorer", f"python:{scorer}:score"]
+    compare += ["--batch-size", "2"]
+    single = subprocess.run([sys.executable, "-m", "prefdiff", *compare, "--out", str(tmp_path / "c1")], check=False)
+    assert single.returncode == 0
+    double = subprocess.run([*launch, *compare, "--out", str(tmp_path / "c2")], env=env, capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert (tmp_path / "c1" / "scores.jsonl").read_text() == (tmp_path / "c2" / "scores.jsonl").read_text()
+    assert not list((tmp_path / "c2").glob(".scores_*"))
     # a rerun on two processes makes nothing and keeps the manifest
     again = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
     assert again.returncode == 0

@@ -126,17 +126,45 @@ def compare_runs(
     """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary.
     Runs sampled differently (steps, guidance, ...) are refused unless ``allow_sampler_mismatch``.
     The scorer runs on ``device`` (auto: the GPU when there is one)."""
-    from prefdiff.devices import resolve_device
+    from prefdiff.devices import process_state, resolve_device
     from prefdiff.evaluate.scorers import load_mixed
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     where = resolve_device(device)
     pairs = pair_runs(run_a, run_b, allow_sampler_mismatch)  # refuse unpaired runs before loading a scorer
-    scorer = load_mixed(scorer_spec, where)
-    comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
-    summary = write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin, str(where))
-    return summary
+    state = process_state()
+    if state is None:
+        scorer = load_mixed(scorer_spec, where)
+        comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
+    else:  # under accelerate launch: each process scores every n-th pair, the main one merges
+        where = state.device if device == "auto" else where
+        scorer = load_mixed(scorer_spec, where)
+        mine = score_runs(run_a, run_b, pairs[state.process_index :: state.num_processes], scorer, batch_size)
+        comparisons = _merged(out, mine, state)
+        if not state.is_main_process:
+            return {}
+    return write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin, str(where))
+
+
+def _merged(out: Path, mine: list[Comparison], state: Any) -> list[Comparison]:
+    """Every process's comparisons, in pair order, on the main process (through files in
+    ``out``: the scores are a few numbers per pair); [] on the others."""
+    from dataclasses import asdict
+
+    out.mkdir(parents=True, exist_ok=True)
+    part = out / f".scores_{state.process_index}.json"
+    part.write_text(json.dumps([asdict(c) for c in mine]))
+    state.wait_for_everyone()
+    merged: list[Comparison] = []
+    if state.is_main_process:
+        for index in range(state.num_processes):
+            path = out / f".scores_{index}.json"
+            merged += [Comparison(**row) for row in json.loads(path.read_text())]
+            path.unlink()
+        merged.sort(key=lambda c: (c.prompt_index, c.image_index))
+    state.wait_for_everyone()
+    return merged
 
 
 def write_comparison(

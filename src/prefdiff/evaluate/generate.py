@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from PIL import Image
 
+from prefdiff.devices import process_state
 from prefdiff.errors import ConfigError, ModelLoadError
 from prefdiff.models import load_backbone
 
@@ -228,7 +229,7 @@ def run_jobs(
     placement = placement or Placement()
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    state = _process_state()
+    state = process_state()
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs if not (out / job.file).exists()]
     if state is not None:
@@ -284,17 +285,6 @@ def _place(pipe: Any, placement: Placement, device: torch.device, dtype: torch.d
         pipe.enable_attention_slicing()
     if placement.vae_tiling:
         pipe.vae.enable_tiling()
-
-
-def _process_state() -> Any:
-    """accelerate's process state when this is one of several processes, else None."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    return PartialState()
 
 
 def _recorded_size(out: Path, model: Path) -> int | None:

@@ -54,7 +54,6 @@ def implicit_accuracy(
     one; the noise is drawn on the CPU either way). Ties (``inside == 0``) count half."""
     from prefdiff.config import merge_into
     from prefdiff.data.cache import CachedPairStream, collate_cached
-
     from prefdiff.devices import resolve_device
 
     if (lora is None) == (denoiser is None):
