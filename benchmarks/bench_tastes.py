@@ -10,7 +10,7 @@ bench_tastes markers (or --docs), the raw figures into OUT/bench_tastes.json.
     python benchmarks/bench_tastes.py --tastes vivid_colour crisp_edges --extra train.max_steps=800
     python benchmarks/bench_tastes.py --report-only
 
---curves also scores every snapshot a run kept (RUN/steps/step_N, written when
+--curves also scores every snapshot a DPO-family run kept (RUN/steps/step_N, written when
 train.select_step is best or one_se): for each objective and evaluated step, the win rate by
 the raters and the oracle on the same held-out comparisons, beside the validation implicit
 accuracy of that step, and what each selection rule (and each fixed step) would have kept. It
@@ -41,6 +41,7 @@ from prefdiff.toy.oracle import HELDOUT_TASTES, TASTES, TUNING_TASTES
 BEGIN, END = "<!-- bench_tastes:begin -->", "<!-- bench_tastes:end -->"
 CURVES_BEGIN, CURVES_END = "<!-- bench_tastes_curves:begin -->", "<!-- bench_tastes_curves:end -->"
 SHARED = ("pairs", "samples/base")  # stages that do not depend on the taste
+CURVES_SKIP = ("sft",)  # the defaults were chosen on DPO's curves
 
 
 def half_of(taste: str) -> str:
@@ -51,7 +52,8 @@ def prepare_shared(out: Path, seed: int, extra: list[str]) -> Path:
     """The taste-free stages once, into OUT/_shared: a quickstart that trains one step."""
     shared = out / "_shared"
     command = [sys.executable, "-m", "prefdiff", "quickstart", "--out", str(shared), f"toy.seed={seed}", *extra]
-    command += ["train.max_steps=1", "train.eval_every=0", "train.select_step=last", "toy.layouts_per_caption=0"]
+    command += ["train.max_steps=1", "train.select_step=last", "toy.layouts_per_caption=0"]  # eval_every kept:
+    # the validation pairs are in the pairs stage's key when the cells evaluate
     with (out / "_shared.log").open("w") as sink:
         if subprocess.call(command, stdout=sink, stderr=subprocess.STDOUT) != 0:
             sys.exit(f"making the shared stages failed (see {out / '_shared.log'})")
@@ -100,6 +102,8 @@ def score_curves(cell: Path, taste: str, extra: list[str]) -> dict[str, Any]:
     base = Path(toy.base) if toy.base else SHIPPED_BASES[toy.family]
     curves: dict[str, Any] = {}
     for name, row in summary["objectives"].items():
+        if row["entry"] in CURVES_SKIP:
+            continue
         run = cell / name
         points = []
         for evaluation in read_curve(run):

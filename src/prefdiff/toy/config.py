@@ -35,7 +35,7 @@ class ToyConfig:
         128,
         "Labelled on-policy pairs on the training captions, kept out of training: the set whose implicit accuracy "
         "train.eval_every measures and train.select_step chooses the kept step on (0: none; then train.eval_every "
-        "must be 0).",
+        "must be 0). Made only when train.eval_every is set.",
     )
     eval_images_per_caption: int = _f(72, "Paired comparisons per held-out caption (6 captions).")
     sample_steps: int = _f(

@@ -54,19 +54,27 @@ COMMON_RECIPE: dict[str, Any] = {
     "train": {
         "max_steps": 400,
         "batch_size": 16,
+        "eval_every": 0,
         "checkpoint_every": 200,
         "keep_last": 1,
         "report_to": "none",
         "log_every": 5,
     },
 }
-# Per family: the LoRA, beta and lr tuned on that family's toy base (docs/toy.md has the
-# measurements). Flow-DPO's beta is on the scale of velocity errors: the flow base's per-sample
-# errors are about 5x the UNet base's epsilon errors (0.30 against 0.063 on the training pairs),
+# Per family: the LoRA, beta, lr and length chosen on that family's toy base (docs/tastes.md for the
+# UNet base's, by the worst case over the tuning tastes; docs/toy.md for the flow base's).
+# Flow-DPO's beta is on the scale of velocity errors: the flow base's per-sample errors are about 5x the UNet base's epsilon errors (0.30 against 0.063 on the training pairs),
 # so beta 100 pulls as hard as the UNet's 500 does; 30 lets the policy move far enough to beat
 # SFT on winners for every taste (beta 100 does not).
 FAMILY_RECIPES: dict[str, dict[str, Any]] = {
-    "sd": {"lora": {"enabled": True, "rank": 16, "alpha": 16.0}, "objective": {"beta": 500.0}, "optim": {"lr": 1e-3}},
+    "sd": {
+        "lora": {"enabled": True, "rank": 16, "alpha": 16.0},
+        "objective": {"beta": 200.0},
+        "optim": {"lr": 1e-3},
+        # chosen by the worst case over the tuning tastes (docs/tastes.md): 600 steps at beta 200; the
+        # validation curve is recorded every 200 steps (train.select_step=one_se|best choose from it)
+        "train": {"max_steps": 600, "eval_every": 200},
+    },
     "sd3": {"lora": {"enabled": True, "rank": 16, "alpha": 16.0}, "objective": {"beta": 30.0}, "optim": {"lr": 1e-3}},
 }
 
@@ -361,7 +369,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "train": [caption_for(*combos[i % len(combos)]) for i in range(toy.train_pairs)],
         "heldout": [caption_for(*HELD_OUT[i % len(HELD_OUT)]) for i in range(toy.heldout_pairs)],
     }
-    if toy.validation_pairs:  # the training captions, other seeds: pairs like the training ones, never trained on
+    validating = bool(toy.validation_pairs and config.train.eval_every)  # made only when something evaluates on them
+    if validating:  # the training captions, other seeds: pairs like the training ones, never trained on
         pair_prompts["validation"] = [caption_for(*combos[i % len(combos)]) for i in range(toy.validation_pairs)]
     base_key = {
         "base": str(base.resolve()),
@@ -370,7 +379,7 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         "seed": toy.seed,
     }
     counts = {"train": toy.train_pairs, "heldout": toy.heldout_pairs}
-    if toy.validation_pairs:  # in the key only when there are some: outputs made before them stay valid
+    if validating:  # in the key only when there are some: outputs made before them stay valid
         counts["validation"] = toy.validation_pairs
     pairs = Stage(out, "pairs", {**base_key, **counts})
 
@@ -391,8 +400,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> dict[str, Any]:
         1,
         pairs,
         "pairs",
-        f"on-policy pairs from the base model: {toy.train_pairs} training + {toy.validation_pairs} validation + "
-        f"{toy.heldout_pairs} held-out",
+        f"on-policy pairs from the base model: {toy.train_pairs} training + "
+        f"{toy.validation_pairs if validating else 0} validation + {toy.heldout_pairs} held-out",
         make_pairs,
     )
 
