@@ -287,6 +287,8 @@ def compare(
     from prefdiff.evaluate.compare import compare_runs
 
     summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch, device)
+    if not summary:  # another process of an accelerate launch: the main one reports
+        return
     low, high = summary["win_rate_ci"]
     typer.echo(
         f"A wins {summary['win_rate']:.1%} [{low:.1%}, {high:.1%}] of {summary['n']} comparisons; report: "
@@ -376,6 +378,8 @@ def label_ai(
         placement=placement,
         score_batch_size=score_batch_size,
     )
+    if not counts:  # another process of an accelerate launch: the main one scores and reports
+        return
     typer.echo(
         f"{counts['pairs']} pairs ({counts['ties']} ties) in {out / 'pairs.parquet'}; train with "
         f"data.path={out / 'pairs.parquet'}"

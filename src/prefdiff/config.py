@@ -613,6 +613,13 @@ def validate(config: Config) -> None:
             f"config key 'train.select_step' is {config.train.select_step!r}, which chooses from held-out "
             "evaluations: set train.eval_data and train.eval_every"
         )
+    live_reference = getattr(config.objective.options, "needs_reference", False) and config.reference.mode == "live"
+    if config.train.eval_data and not config.lora.enabled and not live_reference:
+        raise ConfigError(
+            "config key 'train.eval_data': held-out implicit accuracy compares the policy with the reference, and "
+            "this full fine-tune keeps no live reference (its objective needs none, or reference.mode=cached): use "
+            "LoRA, a live reference, or leave train.eval_data empty"
+        )
     if config.train.eval_data and is_unpaired(config.objective.options):
         raise ConfigError(
             f"config key 'train.eval_data': implicit accuracy is measured on pairs, and objective "

@@ -359,13 +359,11 @@ def test_held_out_evaluation_selects_a_step_and_survives_resume(tiny_sd, shapes_
     rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 5]
     assert all(0.0 <= r["eval_implicit_acc"] <= 1.0 and r["eval_pairs"] > 0 for r in rows)
-    assert sorted(p.name for p in (run / "steps").iterdir()) == ["step_0000002", "step_0000004"]  # 5 is the result
+    assert sorted(p.name for p in (run / "steps").iterdir()) == ["step_0000002", "step_0000004", "step_0000005"]
     selection = json.loads((run / "selection.json").read_text())
     best = max(rows, key=lambda r: r["eval_implicit_acc"])
     assert selection["step"] == best["step"] and selection["rule"] == "best"
-    expected = run / "steps" / f"step_{best['step']:07d}" if best["step"] != 5 else None
-    if expected is not None:
-        assert_same_weights(lora_weights(run), lora_weights(expected), atol=0)
+    assert_same_weights(lora_weights(run), lora_weights(run / "steps" / f"step_{best['step']:07d}"), atol=0)
     # the same run interrupted after step 2 and resumed: the same curve
     first = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=2", *common)
     train(first)
@@ -375,6 +373,14 @@ def test_held_out_evaluation_selects_a_step_and_survives_resume(tiny_sd, shapes_
     assert [r["step"] for r in resumed] == [2, 4, 5]
     for a, b in zip(resumed, rows, strict=True):
         assert a["eval_implicit_acc"] == pytest.approx(b["eval_implicit_acc"], abs=1e-9)
+    assert json.loads((tmp_path / "resumed" / "selection.json").read_text())["step"] == selection["step"]
+    assert_same_weights(lora_weights(tmp_path / "resumed"), lora_weights(run), atol=1e-7)
+    # going on past a last step that was not a multiple of eval_every: step 5 stays a candidate, once
+    longer = tiny_config(tiny_sd, shapes_parquet, tmp_path / "resumed", "train.max_steps=6", *common)
+    train(longer, resume="latest")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "eval.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]  # resumed from the step-4 checkpoint: 5 belonged to the abandoned end
+    assert (tmp_path / "resumed" / "steps" / "step_0000006").is_dir()
 
 
 def test_held_out_evaluation_settings_are_checked(tiny_sd, shapes_parquet, tmp_path):
@@ -382,6 +388,16 @@ def test_held_out_evaluation_settings_are_checked(tiny_sd, shapes_parquet, tmp_p
         tiny_config(tiny_sd, shapes_parquet, tmp_path / "a", f"train.eval_data={shapes_parquet}")
     with pytest.raises(ConfigError, match="train.select_step"):
         tiny_config(tiny_sd, shapes_parquet, tmp_path / "b", "train.select_step=one_se")
+    with pytest.raises(ConfigError, match="full fine-tune keeps no live reference"):
+        tiny_config(
+            tiny_sd,
+            shapes_parquet,
+            tmp_path / "d",
+            f"train.eval_data={shapes_parquet}",
+            "train.eval_every=1",
+            "lora.enabled=false",
+            "objective.name=sft",
+        )
     config = tiny_config(
         tiny_sd, shapes_parquet, tmp_path / "c", f"train.eval_data={tmp_path / 'missing'}", "train.eval_every=1"
     )

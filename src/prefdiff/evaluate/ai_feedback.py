@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prefdiff.devices import process_state
 from prefdiff.errors import ConfigError
 from prefdiff.evaluate.generate import Placement, SamplerSettings, generate_prompt_set
 from prefdiff.manifests import ImagePairs, read_manifest
@@ -62,6 +63,9 @@ def label_with_ai(
         batch_size=batch_size,
         placement=placement,
     )
+    state = process_state()
+    if state is not None and not state.is_main_process:
+        return {}  # the images are made on every process; the main one scores them
     scorer = load_mixed(scorer_spec, device)
     pairs = manifest_pairs(images_dir)
     labels, scores = [], []

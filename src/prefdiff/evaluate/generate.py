@@ -110,7 +110,7 @@ class Placement:
         from prefdiff.devices import resolve_device, resolve_dtype
 
         device = resolve_device(self.device)
-        if self.device == "auto" and process_device is not None:
+        if process_device is not None and (self.device == "auto" or self.device == "cuda"):
             device = process_device  # accelerate's device for this process (cuda:LOCAL_RANK, or the CPU)
         return device, resolve_dtype(self.dtype, device)
 
@@ -255,6 +255,9 @@ def run_jobs(
                 image.save(out / job.file)
     if state is not None:
         state.wait_for_everyone()
+    if not main:
+        state.wait_for_everyone()  # until the main process has written the manifest
+        return [out / job.file for job in jobs]
     if size is None:  # nothing was left to make here: the size the run was made at
         size = _recorded_size(out, model)
     common: dict[str, Any] = {
@@ -265,8 +268,6 @@ def run_jobs(
         "resolution": size,
         **placement.recorded(device),
     }
-    if not main:
-        return [out / job.file for job in jobs]
     layout_digests = {job.init_image: _file_sha256(Path(job.init_image)) for job in jobs if job.init_image}
     with (out / "manifest.jsonl").open("w") as f:
         for job in jobs:
@@ -276,6 +277,8 @@ def run_jobs(
             else:  # runs are paired on the layout's content, wherever it is stored
                 row["init_image_sha256"] = layout_digests[job.init_image]
             f.write(json.dumps({**row, **common}) + "\n")
+    if state is not None:
+        state.wait_for_everyone()  # the others read nothing before the manifest is whole
     return [out / job.file for job in jobs]
 
 
@@ -294,7 +297,10 @@ def _recorded_size(out: Path, model: Path) -> int | None:
     if manifest.is_file():
         for line in manifest.read_text().splitlines():
             if line.strip():
-                return json.loads(line).get("resolution")
+                recorded = json.loads(line).get("resolution")
+                if recorded is not None:
+                    return int(recorded)
+                break
     return load_backbone(model).native_resolution()
 
 

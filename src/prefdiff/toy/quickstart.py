@@ -63,7 +63,8 @@ COMMON_RECIPE: dict[str, Any] = {
 }
 # Per family: the LoRA, beta, lr and length chosen on that family's toy base (docs/tastes.md for the
 # UNet base's, by the worst case over the tuning tastes; docs/toy.md for the flow base's).
-# Flow-DPO's beta is on the scale of velocity errors: the flow base's per-sample errors are about 5x the UNet base's epsilon errors (0.30 against 0.063 on the training pairs),
+# Flow-DPO's beta is on the scale of velocity errors: the flow base's per-sample errors are
+# about 5x the UNet base's epsilon errors (0.30 against 0.063 on the training pairs),
 # so beta 100 pulls as hard as the UNet's 500 does; 30 lets the policy move far enough to beat
 # SFT on winners for every taste (beta 100 does not).
 FAMILY_RECIPES: dict[str, dict[str, Any]] = {
@@ -236,7 +237,9 @@ def _training_config(config: Config, entry: Entry, base: Path, cache: Path, run_
             "output_dir": str(run_dir),
         },
     )
-    if run.train.eval_every:
+    if run.train.eval_every and run.data.unpaired:  # per-image objectives: implicit accuracy is on pairs
+        run.train.eval_every, run.train.eval_data, run.train.select_step = 0, "", "last"
+    elif run.train.eval_every:
         run.train.eval_data = str(cache / "validation")
     validate(run)
     return run

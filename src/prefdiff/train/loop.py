@@ -38,6 +38,7 @@ from prefdiff.train.selection import (
     append_evaluation,
     drop_evaluations_after,
     load_eval_pairs,
+    read_curve,
     select_result,
     snapshot_dir,
 )
@@ -468,8 +469,9 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     acc.wait_for_everyone()
     cfg_t = session.config.train
     if session.evaluator is not None:
-        if session.state.global_step % cfg_t.eval_every:  # the last step is always evaluated
-            _evaluate(session, snapshot=False)  # its weights are the result just saved
+        curve = read_curve(session.run_dir)
+        if not curve or curve[-1]["step"] != session.state.global_step:  # the last step is always evaluated
+            _evaluate(session)  # with a snapshot: a later resume that goes on may still choose it
         if acc.is_main_process:
             record = select_result(session.run_dir, final, cfg_t.select_step, session.state.global_step)
             log.info(

@@ -28,9 +28,14 @@ RESUME_FIXED_KEYS = (
     "objective.name",
     "train.batch_size",
     "train.seed",
+    "train.eval_data",
+    "train.eval_every",
+    "train.eval_draws",
+    "train.select_step",
 )
 """Also what the checkpoint's shapes or the data position depend on: the adapter's shape, the
-objective, and the batch and seed that map steps to data slots."""
+objective, and the batch and seed that map steps to data slots; and what the held-out curve is
+measured on and chosen from (one curve, one set of snapshots)."""
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

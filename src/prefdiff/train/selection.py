@@ -100,8 +100,15 @@ def select_result(run_dir: Path, result: Path, rule: str, max_steps: int) -> dic
             raise FileNotFoundError(
                 f"{source}: the snapshot of step {chosen.step} is missing; the run cannot select it"
             )
-        shutil.rmtree(result, ignore_errors=True)
-        shutil.copytree(source, result)
+        staged = result.with_name(result.name + ".selecting")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)  # whole before the swap: an interruption leaves a result
+        old = result.with_name(result.name + ".replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        if result.exists():
+            result.rename(old)
+        staged.rename(result)
+        shutil.rmtree(old, ignore_errors=True)
     record = {
         "rule": rule,
         "step": chosen.step,
@@ -166,13 +173,7 @@ class HeldOutEval:
         from prefdiff.train.reference import AdapterDisabledReference
         from prefdiff.train.reference_cache import CachedReference
 
-        if reference is None or isinstance(reference, CachedReference):
-            if not config.lora.enabled:
-                raise ConfigError(
-                    "config key 'train.eval_data': held-out implicit accuracy compares the policy with the "
-                    "reference, and this full fine-tune keeps no live reference (its objective needs none, or "
-                    "reference.mode=cached): use LoRA, a live reference, or leave train.eval_data empty"
-                )
+        if reference is None or isinstance(reference, CachedReference):  # LoRA: validate() refused the rest
             reference = AdapterDisabledReference(policy, autocast)
         return cls(config, backbone, reference, device, pairs)
 
