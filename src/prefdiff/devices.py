@@ -28,7 +28,7 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     kind, _, index = name.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
+    if kind != "cuda" or (":" in name and not index.isdigit()):
         raise ConfigError(f"{flag} {name!r}: expected {DEVICE_HELP}")
     if not torch.cuda.is_available():
         raise ConfigError(
