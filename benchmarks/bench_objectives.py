@@ -28,6 +28,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from doc_markers import write_between
+
 from prefdiff.objectives.base import OBJECTIVES
 
 TASTES = ("large_central", "dark_background", "small_objects")
@@ -141,15 +143,6 @@ def _dir_of(summary: dict[str, Any], entry: str) -> str | None:
     return None
 
 
-def write_docs(path: Path, body: str) -> None:
-    text = path.read_text() if path.is_file() else f"# Objectives\n\n## The leaderboard\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n## The leaderboard\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tastes", nargs="+", default=list(TASTES))
@@ -194,7 +187,7 @@ def main() -> None:
     raw = {"command": command, "objectives": objectives, "runs": runs, "cells": results}
     (args.out / "bench_objectives.json").write_text(json.dumps(raw, indent=2) + "\n")
     if results:
-        write_docs(args.docs, table(results, objectives, command))
+        write_between(args.docs, BEGIN, END, table(results, objectives, command), "Objectives", "The leaderboard")
         print(f"table: {args.docs}; raw: {args.out / 'bench_objectives.json'}")
     if failed:
         sys.exit(f"failed cells: {', '.join(failed)} (see their logs)")

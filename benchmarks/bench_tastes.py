@@ -32,6 +32,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from doc_markers import write_between
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -265,15 +267,6 @@ def curves_table(curves: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_between(path: Path, begin: str, end: str, body: str, title: str) -> None:
-    text = path.read_text() if path.is_file() else f"# Tastes\n\n{begin}\n{end}\n"
-    if begin not in text or end not in text:
-        text = text.rstrip() + f"\n\n## {title}\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tastes", nargs="+", default=[*TUNING_TASTES, *HELDOUT_TASTES])
@@ -330,9 +323,9 @@ def main() -> None:
     raw = {"command": command, "runs": runs, "cells": results, "curves": curves}
     raw_file.write_text(json.dumps(raw, indent=2) + "\n")
     if results:
-        write_between(args.docs, BEGIN, END, table(results, command, args.objectives), "The suite")
+        write_between(args.docs, BEGIN, END, table(results, command, args.objectives), "Tastes", "The suite")
     if curves:
-        write_between(args.docs, CURVES_BEGIN, CURVES_END, curves_table(curves), "Curves")
+        write_between(args.docs, CURVES_BEGIN, CURVES_END, curves_table(curves), "Tastes", "Curves")
     print(f"table: {args.docs}; raw: {raw_file}")
     failed = [r["taste"] for r in runs if r["rc"] != 0]
     if failed:
