@@ -492,7 +492,7 @@ def _finish(session: Session, last: dict[str, float]) -> TrainResult:
     return TrainResult(session.run_dir, final, session.state, last)
 
 
-def _evaluate(session: Session, snapshot: bool = True) -> None:
+def _evaluate(session: Session) -> None:
     """Implicit accuracy on ``train.eval_data`` into RUN/eval.jsonl and the tracker; a snapshot of
     the result weights when ``train.select_step`` may choose this step."""
     assert session.evaluator is not None
@@ -505,7 +505,7 @@ def _evaluate(session: Session, snapshot: bool = True) -> None:
         )
     if session.config.train.report_to != "none":
         acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
-    if snapshot and session.config.train.select_step != "last":
+    if session.config.train.select_step != "last":
         strategy, backbone = session.components.strategy, session.components.backbone
         strategy.save_result(
             backbone, acc.unwrap_model(session.denoiser), snapshot_dir(session.run_dir, step), acc.is_main_process
