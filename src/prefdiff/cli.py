@@ -274,6 +274,7 @@ def compare(
     tie_margin: Annotated[float, typer.Option(help="Score differences within this margin count as ties.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
     device: Annotated[str, typer.Option(help="Where the scorer runs: " + DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help="The scorer's precision: " + DTYPE_HELP)] = "fp32",
     allow_sampler_mismatch: Annotated[
         bool,
         typer.Option(
@@ -286,7 +287,7 @@ def compare(
     _quiet_libraries()
     from prefdiff.evaluate.compare import compare_runs
 
-    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch, device)
+    summary = compare_runs(run_a, run_b, scorer, out, tie_margin, batch_size, allow_sampler_mismatch, device, dtype)
     if not summary:  # another process of an accelerate launch: the main one reports
         return
     low, high = summary["win_rate_ci"]
@@ -354,7 +355,7 @@ def label_ai(
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
     score_batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
     device: Annotated[str, typer.Option(help="Where the pipeline and the scorer run: " + DEVICE_HELP)] = "auto",
-    dtype: Annotated[str, typer.Option(help="The pipeline's precision: " + DTYPE_HELP)] = "fp32",
+    dtype: Annotated[str, typer.Option(help="The pipeline's and the scorer's precision: " + DTYPE_HELP)] = "fp32",
 ) -> None:
     """AI feedback: two images per prompt, labelled by a reward model, as a Pick-a-Pic parquet."""
     _quiet_libraries()

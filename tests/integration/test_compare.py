@@ -56,6 +56,20 @@ def test_compare_writes_summary_and_report(runs):
     assert '<img class=plot src="win_rate.png"' in page and (out / "win_rate.png").is_file()  # bars with intervals
 
 
+def test_compare_records_where_the_scorer_ran_and_refuses_fp16_on_the_cpu(runs):
+    import torch
+
+    spec = "python:scorer_mod:brightness"
+    summary = compare_runs(runs / "a", runs / "a", spec, runs / "bf16", device="cpu", dtype="bf16")
+    assert summary["device"] == "cpu" and summary["dtype"] == "bf16"
+    assert json.loads((runs / "bf16" / "summary.json").read_text())["dtype"] == "bf16"
+    assert summary["ties"] == summary["n"] == 6  # a run against itself
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--dtype fp16 needs a GPU"):
+            compare_runs(runs / "a", runs / "a", spec, runs / "fp16", dtype="fp16")
+        assert not (runs / "fp16").exists()
+
+
 def test_unpaired_runs_are_refused(runs):
     with pytest.raises(DataError, match="not paired: image \\(0, 0\\) has seed"):
         compare_runs(runs / "a", runs / "other_seed", "python:scorer_mod:brightness", runs / "x")

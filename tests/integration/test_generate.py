@@ -249,6 +249,22 @@ def test_two_processes_write_the_same_images_and_one_manifest(tiny_sd, tmp_path)
     assert double.returncode == 0, double.stderr[-3000:]
     assert (tmp_path / "c1" / "scores.jsonl").read_text() == (tmp_path / "c2" / "scores.jsonl").read_text()
     assert not list((tmp_path / "c2").glob(".scores_*"))
+    # label-ai generates and scores its share on each process; the main one writes the same parquet
+    # (one image per pipeline call and one thread on both sides, so the images match to the bit)
+    label = ["label-ai", "--model", str(tiny_sd), "--prompts", str(prompts), "--scorer", f"python:{scorer}:score"]
+    label += ["--steps", "2", "--resolution", "32", "--batch-size", "1", "--score-batch-size", "2"]
+    alone = subprocess.run(
+        [sys.executable, "-m", "prefdiff", *label, "--out", str(tmp_path / "l1")], env=env, check=False
+    )
+    assert alone.returncode == 0
+    shared = subprocess.run([*launch, *label, "--out", str(tmp_path / "l2")], env=env, capture_output=True, text=True)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    columns = ["caption", "label_0", "score_0", "score_1", "image_0_uid"]
+    tables = [pq.read_table(tmp_path / run / "pairs.parquet", columns=columns).to_pylist() for run in ("l1", "l2")]
+    assert tables[0] == tables[1] and len(tables[0]) == 3
+    assert not list((tmp_path / "l2").glob(".label_scores_*"))
     # a rerun on two processes makes nothing and keeps the manifest
     again = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
     assert again.returncode == 0

@@ -38,10 +38,12 @@ def label_with_ai(
     ``label_0`` is 1 when image 0 scores higher by more than ``tie_threshold``, 0 when image 1
     does, 0.5 otherwise; with ``temperature`` the rows carry ``preference_0`` too. The pipeline
     runs where ``placement`` says (default: the GPU when there is one, fp32), the scorer on the
-    same device, ``score_batch_size`` images per call. Returns counts."""
-    from PIL import Image
-
+    same device in the same precision, ``score_batch_size`` images per call. Under ``accelerate
+    launch`` each process generates and scores its share of the prompts and the main one writes
+    the parquet (the others return {}). Returns counts."""
+    from prefdiff.devices import resolve_dtype
     from prefdiff.evaluate.scorers import load_mixed
+    from prefdiff.evaluate.sharded import gather_rows, my_share
 
     if tie_threshold < 0:
         raise ConfigError(f"--tie-threshold must be >= 0 (got {tie_threshold})")
@@ -51,7 +53,7 @@ def label_with_ai(
     if score_batch_size < 1:
         raise ConfigError(f"--score-batch-size must be >= 1 (got {score_batch_size})")
     placement = placement or Placement()
-    device, _ = placement.resolve()
+    placement.resolve()  # an absent device or precision is one line before any work
     generate_prompt_set(
         model,
         prompts_file,
@@ -64,20 +66,18 @@ def label_with_ai(
         placement=placement,
     )
     state = process_state()
-    if state is not None and not state.is_main_process:
-        return {}  # the images are made on every process; the main one scores them
-    scorer = load_mixed(scorer_spec, device)
+    device, _ = placement.resolve(state.device if state is not None else None)
+    scorer = load_mixed(scorer_spec, device, resolve_dtype(placement.dtype, device))
     pairs = manifest_pairs(images_dir)
-    labels, scores = [], []
-    per_call = max(1, score_batch_size // 2)  # pairs per scorer call
-    for start in range(0, len(pairs), per_call):
-        chunk = pairs[start : start + per_call]
-        images = [Image.open(images_dir / r.file).convert("RGB") for pair in chunk for r in pair]
-        values = scorer.score(images, [first.prompt for first, _ in chunk for _ in range(2)])
-        for score_0, score_1 in zip(values[0::2], values[1::2], strict=True):
-            label = 1.0 if score_0 - score_1 > tie_threshold else 0.0 if score_1 - score_0 > tie_threshold else 0.5
-            labels.append(label)
-            scores.append((float(score_0), float(score_1)))
+    indices, mine = zip(*my_share(pairs, state), strict=True) if pairs else ((), ())
+    values = score_pairs(images_dir, list(mine), scorer, score_batch_size)
+    scored = [[index, s0, s1] for index, (s0, s1) in zip(indices, values, strict=True)]
+    if state is not None:
+        scored = gather_rows(out, "label_scores", scored, state)
+        if not state.is_main_process:
+            return {}
+    scores = [(float(s0), float(s1)) for _, s0, s1 in sorted(scored)]
+    labels = [1.0 if s0 - s1 > tie_threshold else 0.0 if s1 - s0 > tie_threshold else 0.5 for s0, s1 in scores]
     preferences = None
     if temperature is not None:
         preferences = [bradley_terry_preference(s0, s1, temperature) for s0, s1 in scores]
@@ -88,9 +88,27 @@ def label_with_ai(
         "scorer": scorer_spec,
         "tie_threshold": tie_threshold,
         "temperature": temperature,
+        "device": str(device),
+        "dtype": placement.dtype,
     }
     (out / "label_ai.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts
+
+
+def score_pairs(images_dir: Path, pairs: ImagePairs, scorer: Any, score_batch_size: int) -> list[tuple[float, float]]:
+    """``(score of image 0, score of image 1)`` per pair, both images of a pair in one scorer
+    call, ``score_batch_size`` images per call."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    per_call = max(1, score_batch_size // 2)  # pairs per scorer call
+    scores: list[tuple[float, float]] = []
+    for start in tqdm(range(0, len(pairs), per_call), desc="score", unit="call", disable=len(pairs) <= per_call):
+        chunk = pairs[start : start + per_call]
+        images = [Image.open(images_dir / r.file).convert("RGB") for pair in chunk for r in pair]
+        values = scorer.score(images, [first.prompt for first, _ in chunk for _ in range(2)])
+        scores += [(float(s0), float(s1)) for s0, s1 in zip(values[0::2], values[1::2], strict=True)]
+    return scores
 
 
 def manifest_pairs(images_dir: Path) -> ImagePairs:

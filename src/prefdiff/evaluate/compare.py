@@ -122,49 +122,38 @@ def compare_runs(
     batch_size: int = 16,
     allow_sampler_mismatch: bool = False,
     device: str = "auto",
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Score, summarise, write ``out/summary.json`` and ``out/report.html``; returns the summary.
     Runs sampled differently (steps, guidance, ...) are refused unless ``allow_sampler_mismatch``.
-    The scorer runs on ``device`` (auto: the GPU when there is one)."""
-    from prefdiff.devices import process_state, resolve_device
+    The scorer runs on ``device`` (auto: the GPU when there is one) in ``dtype``. Under
+    ``accelerate launch`` each process scores every n-th pair and the main one writes the
+    summary (the others return {})."""
+    from dataclasses import asdict
+
+    from prefdiff.devices import process_state, resolve_device, resolve_dtype
     from prefdiff.evaluate.scorers import load_mixed
+    from prefdiff.evaluate.sharded import gather_rows, my_share
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
     pairs = pair_runs(run_a, run_b, allow_sampler_mismatch)  # refuse unpaired runs before loading a scorer
     state = process_state()
-    if state is None:
-        scorer = load_mixed(scorer_spec, where)
-        comparisons = score_runs(run_a, run_b, pairs, scorer, batch_size)
-    else:  # under accelerate launch: each process scores every n-th pair, the main one merges
-        where = state.device if device == "auto" else where
-        scorer = load_mixed(scorer_spec, where)
-        mine = score_runs(run_a, run_b, pairs[state.process_index :: state.num_processes], scorer, batch_size)
-        comparisons = _merged(out, mine, state)
+    if state is not None and device == "auto":
+        where = state.device  # this process's own accelerator
+    scorer = load_mixed(scorer_spec, where, precision)
+    mine = [pair for _, pair in my_share(pairs, state)]
+    comparisons = score_runs(run_a, run_b, mine, scorer, batch_size)
+    if state is not None:
+        rows = gather_rows(out, "scores", [asdict(c) for c in comparisons], state)
         if not state.is_main_process:
             return {}
-    return write_comparison(out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin, str(where))
-
-
-def _merged(out: Path, mine: list[Comparison], state: Any) -> list[Comparison]:
-    """Every process's comparisons, in pair order, on the main process (through files in
-    ``out``: the scores are a few numbers per pair); [] on the others."""
-    from dataclasses import asdict
-
-    out.mkdir(parents=True, exist_ok=True)
-    part = out / f".scores_{state.process_index}.json"
-    part.write_text(json.dumps([asdict(c) for c in mine]))
-    state.wait_for_everyone()
-    merged: list[Comparison] = []
-    if state.is_main_process:
-        for index in range(state.num_processes):
-            path = out / f".scores_{index}.json"
-            merged += [Comparison(**row) for row in json.loads(path.read_text())]
-            path.unlink()
-        merged.sort(key=lambda c: (c.prompt_index, c.image_index))
-    state.wait_for_everyone()
-    return merged
+        comparisons = sorted((Comparison(**row) for row in rows), key=lambda c: (c.prompt_index, c.image_index))
+    return write_comparison(
+        out, run_a, run_b, pairs, comparisons, scorer_spec, tie_margin, {"device": str(where), "dtype": dtype}
+    )
 
 
 def write_comparison(
@@ -175,14 +164,14 @@ def write_comparison(
     comparisons: list[Comparison],
     scorer_spec: str,
     tie_margin: float = 0.0,
-    device: str | None = None,
+    placement: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Summarise scored comparisons into ``out/summary.json``, ``out/scores.jsonl`` and
-    ``out/report.html`` (with the scorer's ``device`` when given); returns the summary."""
+    ``out/report.html`` (with where the scorer ran, ``{"device", "dtype"}``, when given);
+    returns the summary."""
     summary = summarize(comparisons, tie_margin)
     summary.update({"run_a": str(run_a), "run_b": str(run_b), "scorer": scorer_spec, "tie_margin": tie_margin})
-    if device is not None:
-        summary["device"] = device
+    summary.update(placement or {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "scores.jsonl").write_text("".join(json.dumps(c.__dict__) + "\n" for c in comparisons))

@@ -96,6 +96,9 @@ class AestheticScorer(BatchedScorer):
         self.name = name
         self.batch_size = batch_size
 
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.embedder.model, self.mlp]
+
     def score_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
         embeddings = normalise(self.embedder.image_embeddings(images))
         return self.mlp(embeddings.to(next(self.mlp.parameters()).dtype)).squeeze(-1)

@@ -37,6 +37,11 @@ class Scorer(ABC):
     def __call__(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         return self.score(images, prompts)
 
+    def cast(self, dtype: torch.dtype) -> None:
+        """Run in ``dtype`` (``torch.float16`` or ``bfloat16`` on a GPU). A scorer without
+        networks of its own (a ``python:`` function) runs as written, which is this default."""
+        del dtype  # nothing to convert
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -134,6 +139,17 @@ class BatchedScorer(Scorer):
     and runs :meth:`score_batch` on each under ``no_grad``."""
 
     batch_size: int = 16
+    embedder: ClipEmbedder
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The modules :meth:`cast` converts: the CLIP model of ``self.embedder``."""
+        return [self.embedder.model]
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """Weights in ``dtype``; the inputs follow (:class:`ClipEmbedder` casts the pixels) and
+        the scores come back as Python floats."""
+        for network in self.networks():
+            network.to(dtype)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         import torch
@@ -142,7 +158,7 @@ class BatchedScorer(Scorer):
         scores: list[float] = []
         with torch.no_grad():
             for part in chunks(len(images), self.batch_size):
-                scores += self.score_batch(images[part], prompts[part]).tolist()
+                scores += self.score_batch(images[part], prompts[part]).float().tolist()
         return scores
 
     @abstractmethod
@@ -151,7 +167,8 @@ class BatchedScorer(Scorer):
 
 
 class ClipEmbedder:
-    """A ``CLIPModel`` with its processor: images and prompts to projected embeddings ``[B, D]``."""
+    """A ``CLIPModel`` with its processor: images and prompts to projected embeddings ``[B, D]``,
+    the pixels in the model's own precision."""
 
     def __init__(self, model: Any, processor: Any, device: str | torch.device) -> None:
         self.model = model
@@ -163,7 +180,7 @@ class ClipEmbedder:
         """``[B, D]`` image embeddings (not normalised)."""
         pixels = self.processor.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
             "pixel_values"
-        ].to(self.device)
+        ].to(self.device, self.model.dtype)
         return features(self.model.get_image_features(pixel_values=pixels))
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -84,10 +84,14 @@ def parse_spec(spec: str) -> ScorerSpec:
     return ScorerSpec(kind.name, path, options)
 
 
-def load_scorer(spec: str, device: str | torch.device = "cpu") -> Scorer:
-    """Load one scorer from ``KIND:PATH[,key=value...]`` onto ``device``."""
+def load_scorer(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Scorer:
+    """Load one scorer from ``KIND:PATH[,key=value...]`` onto ``device``, in ``dtype`` when given
+    (the loaders load fp32; :meth:`Scorer.cast` converts)."""
     parsed = parse_spec(spec)
-    return scorer_kind(parsed.kind).load(parsed, device, spec.strip())
+    scorer = scorer_kind(parsed.kind).load(parsed, device, spec.strip())
+    if dtype is not None:
+        scorer.cast(dtype)
+    return scorer
 
 
 class MixedScorer(Scorer):
@@ -106,6 +110,10 @@ class MixedScorer(Scorer):
             for index, value in enumerate(scorer.score(images, prompts)):
                 total[index] += weight * value
         return total
+
+    def cast(self, dtype: torch.dtype) -> None:
+        for _, scorer in self.parts:
+            scorer.cast(dtype)
 
 
 # A "+" starts a new term only when a weighted word ("0.3*name:") or a known kind ("clip:")
@@ -127,9 +135,11 @@ def parse_mix(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def load_mixed(spec: str, device: str | torch.device = "cpu") -> Scorer:
-    """A weighted sum of scorers, ``W*KIND:PATH+W*KIND:PATH...``; one term gives that scorer."""
+def load_mixed(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Scorer:
+    """A weighted sum of scorers, ``W*KIND:PATH+W*KIND:PATH...``, on ``device`` in ``dtype``
+    (fp32 when None); one term gives that scorer."""
     terms = parse_mix(spec)
     if len(terms) == 1 and terms[0][0] == 1.0:
-        return load_scorer(terms[0][1], device)
-    return MixedScorer([(weight, load_scorer(single, device)) for weight, single in terms], name=spec.strip())
+        return load_scorer(terms[0][1], device, dtype)
+    parts = [(weight, load_scorer(single, device, dtype)) for weight, single in terms]
+    return MixedScorer(parts, name=spec.strip())
