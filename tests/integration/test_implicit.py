@@ -77,3 +77,22 @@ def test_exactly_one_model_is_given(tiny_sd, cache_and_run):
     cache, config = cache_and_run
     with pytest.raises(ValueError, match="exactly one"):
         implicit_accuracy(load_backbone(tiny_sd), cache, config.data)
+
+
+def test_bf16_autocast_measures_the_same_model(tiny_sd, cache_and_run):
+    """bf16 runs the denoisers under autocast: not the fp32 numbers to the bit, but the same
+    verdict on nearly every pair; fp16 on a CPU is refused in one line."""
+    import torch
+
+    from prefdiff.errors import ConfigError
+
+    cache, config = cache_and_run
+    unet = Path(config.output_dir) / "unet"
+    full = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=unet, draws=2)
+    half = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=unet, draws=2, dtype="bf16")
+    assert half["pairs"] == full["pairs"]
+    assert half["reward_margin"] != full["reward_margin"]
+    assert half["implicit_accuracy"] == pytest.approx(full["implicit_accuracy"], abs=0.1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--dtype fp16 needs a GPU"):
+            implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=unet, dtype="fp16")

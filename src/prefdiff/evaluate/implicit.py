@@ -47,18 +47,23 @@ def implicit_accuracy(
     batch_size: int = 32,
     seed: int = 1234,
     device: str = "auto",
+    dtype: str = "fp32",
 ) -> dict[str, float]:
     """``{"implicit_accuracy", "reward_margin", "pairs"}`` of the model given by ``lora`` (loaded
     into ``backbone``'s denoiser) or ``denoiser`` (a tuned denoiser directory, UNet or transformer)
     against the base, over the pairs of ``cache_dir``, on ``device`` (auto: the GPU when there is
-    one; the noise is drawn on the CPU either way). Ties (``inside == 0``) count half."""
+    one; the noise is drawn on the CPU either way). ``dtype`` bf16 or fp16 runs the denoisers
+    under autocast (the weights stay fp32; the errors and margins are summed in fp32 and fp64).
+    Ties (``inside == 0``) count half."""
     from prefdiff.config import merge_into
     from prefdiff.data.cache import CachedPairStream, collate_cached
-    from prefdiff.devices import resolve_device
+    from prefdiff.devices import resolve_device, resolve_dtype
 
     if (lora is None) == (denoiser is None):
         raise ValueError("give exactly one of lora= or denoiser=")
     where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
+    autocast = nullcontext() if precision == torch.float32 else torch.autocast(where.type, dtype=precision)
     config = Config()
     merge_into(config, {"objective": {"name": "dpo", "beta": beta}})
     objective = build_components(config, backbone).objective
@@ -67,19 +72,20 @@ def implicit_accuracy(
         backbone.to(where, torch.float32)
         policy.to(where)
         stream = CachedPairStream(cache_dir, seed, data, backbone)
-        inside = pair_margins(
-            backbone,
-            objective,
-            policy,
-            reference,
-            stream,
-            collate_cached,
-            data.resolution,
-            draws,
-            batch_size,
-            seed,
-            where,
-        )
+        with autocast:
+            inside = pair_margins(
+                backbone,
+                objective,
+                policy,
+                reference,
+                stream,
+                collate_cached,
+                data.resolution,
+                draws,
+                batch_size,
+                seed,
+                where,
+            )
     finally:
         if pipe is not None:
             pipe.unload_lora_weights()
