@@ -96,3 +96,24 @@ def test_bf16_autocast_measures_the_same_model(tiny_sd, cache_and_run):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--dtype fp16 needs a GPU"):
             implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=unet, dtype="fp16")
+
+
+def test_the_command_reports_what_the_function_measures(tiny_sd, cache_and_run, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from prefdiff.cli import app
+
+    cache, config = cache_and_run
+    unet = Path(config.output_dir) / "unet"
+    direct = implicit_accuracy(load_backbone(tiny_sd), cache, config.data, denoiser=unet, draws=2)
+    common = ["implicit-accuracy", "--model", str(tiny_sd), "--cache", str(cache), "--draws", "2"]
+    result = CliRunner().invoke(app, [*common, "--denoiser", str(unet), "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["implicit_accuracy"] == direct["implicit_accuracy"] and saved["pairs"] == direct["pairs"]
+    assert saved["dtype"] == "fp32" and saved["denoiser"] == str(unet) and saved["lora"] is None
+    assert f"implicit accuracy {direct['implicit_accuracy']:.1%} over {direct['pairs']} pairs" in result.output
+    neither = CliRunner().invoke(app, common)
+    assert neither.exit_code != 0 and "exactly one of --lora or --denoiser" in str(neither.exception)
