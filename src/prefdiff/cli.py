@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 app.add_typer(label_app, name="label")
 
+STEPS_HELP = "Sampler steps (default: the pipeline's own, 50 for SD and SDXL, 28 for SD3 and FLUX.1)."
+GUIDANCE_HELP = (
+    "Classifier-free guidance scale (default: the pipeline's own, 7.5 for SD, 5.0 for SDXL base without a refiner, "
+    "7.0 for SD3, 3.5 for FLUX.1)."
+)
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(help="Dotted config overrides, e.g. optim.lr=1e-6 objective.beta=2500 train.max_steps=100."),
@@ -174,8 +179,8 @@ def generate(
         list[int] | None,
         typer.Option(help="With --prompt: seed(s), one image per prompt and seed. With --prompts: the base seed."),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
-    guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help=GUIDANCE_HELP)] = None,
     resolution: Annotated[
         int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")
     ] = None,
@@ -348,8 +353,8 @@ def label_ai(
             "for data.soft_labels=true (T on the scorer's scale; smaller is harder)."
         ),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 25,
-    guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help=GUIDANCE_HELP)] = None,
     resolution: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 4,
@@ -495,9 +500,17 @@ def implicit_accuracy_command(
     measured = implicit_accuracy(
         backbone, cache, config.data, lora, denoiser, beta, draws, batch_size, seed, device, dtype
     )
-    result: dict[str, object] = {**measured, "model": str(model), "cache": str(cache), "lora": str(lora) if lora else None,
-              "denoiser": str(denoiser) if denoiser else None, "draws": draws, "seed": seed,
-              "device": str(resolve_device(device)), "dtype": dtype}  # fmt: skip
+    result: dict[str, object] = {
+        **measured,
+        "model": str(model),
+        "cache": str(cache),
+        "lora": str(lora) if lora else None,
+        "denoiser": str(denoiser) if denoiser else None,
+        "draws": draws,
+        "seed": seed,
+        "device": str(resolve_device(device)),
+        "dtype": dtype,
+    }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

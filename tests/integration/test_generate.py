@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,47 @@ def test_prompt_set_is_paired_batched_and_resumable(tiny_sd, tmp_path):
     assert all(p.exists() for p in again)
     assert (tmp_path / "one" / "p00000_i000.png").stat().st_mtime_ns == before
     assert np.abs(_pixels(again[3]) - _pixels(four[3])).max() <= 1
+
+
+def test_unset_steps_and_guidance_are_each_pipelines_own(tiny_sd, tiny_sdxl, tiny_sd3, tiny_flux, tmp_path):
+    """Read from the pipelines' own signatures: SDXL's base samples alone (no refiner) at 50 steps
+    and guidance 5.0; what the user gives is kept."""
+    defaults = {
+        model: (settings.steps, settings.guidance_scale)
+        for model in (tiny_sd, tiny_sdxl, tiny_sd3, tiny_flux)
+        for settings in [SamplerSettings().with_pipeline_defaults(model)]
+    }
+    assert defaults == {tiny_sd: (50, 7.5), tiny_sdxl: (50, 5.0), tiny_sd3: (28, 7.0), tiny_flux: (28, 3.5)}
+    given = SamplerSettings(steps=3, guidance_scale=None).with_pipeline_defaults(tiny_sdxl)
+    assert (given.steps, given.guidance_scale) == (3, 5.0)
+    generate_pngs(tiny_sdxl, ["a red circle"], [1], tmp_path / "xl", settings=SamplerSettings(guidance_scale=2.0))
+    record = json.loads((tmp_path / "xl" / "manifest.jsonl").read_text())
+    assert (record["steps"], record["guidance_scale"], record["resolution"]) == (50, 2.0, 64)  # its native size
+
+
+def test_an_sdxl_refiner_directory_is_refused_for_the_base(tmp_path):
+    from prefdiff.errors import ModelLoadError
+
+    refiner = tmp_path / "refiner"
+    refiner.mkdir()
+    index = {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]}
+    (refiner / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="SDXL refiner's class; prefdiff tunes and samples the SDXL base"):
+        SamplerSettings().with_pipeline_defaults(refiner)
+
+
+def test_a_rerun_asking_for_other_settings_is_refused_before_it_mixes_two_runs(tiny_sd, tmp_path, monkeypatch):
+    settings = SamplerSettings(steps=2, guidance_scale=3.0, resolution=32)
+    generate_pngs(tiny_sd, PROMPTS, [1], tmp_path / "run", settings=settings)
+    (tmp_path / "run" / "p0001_s1.png").unlink()
+    with pytest.raises(ConfigError, match=r"already holds images made with steps=2 .* asks for steps=3: .* --steps"):
+        generate_pngs(tiny_sd, PROMPTS, [1], tmp_path / "run", settings=SamplerSettings(3, 3.0, 32))
+    with pytest.raises(ConfigError, match=r"made with lora=None .* --lora as before"):
+        generate_pngs(tiny_sd, PROMPTS, [1], tmp_path / "run", lora=tmp_path, settings=settings)
+    assert not (tmp_path / "run" / "p0001_s1.png").exists()
+    monkeypatch.chdir(tiny_sd.parent)  # the same model spelt another way finishes the run
+    generate_pngs(Path(tiny_sd.name), PROMPTS, [1], tmp_path / "run", settings=settings)
+    assert (tmp_path / "run" / "p0001_s1.png").is_file()
 
 
 PROMPTS = ["a red circle", "a blue square"]

@@ -53,13 +53,15 @@ class SamplerSettings:
     """How every image of a run is sampled; all of it goes into the manifest, and two runs are
     compared only when these agree (``prefdiff.manifests.SAMPLER_KEYS``).
 
-    ``timestep_spacing`` None keeps the pipeline scheduler's own (SDXL-Turbo's is trailing: 4
-    steps are 999, 749, 499, 249); ``zero_terminal_snr`` samples with the rescaled schedule a
-    run trained with ``model.zero_terminal_snr`` used; ``strength`` is set for image-to-image
-    runs only."""
+    ``steps`` and ``guidance_scale`` None take the pipeline's own defaults
+    (:meth:`with_pipeline_defaults`: 50 steps for SD and SDXL, 28 for SD3 and FLUX.1; guidance
+    7.5, 5.0, 7.0 and 3.5). ``timestep_spacing`` None keeps the pipeline scheduler's own
+    (SDXL-Turbo's is trailing: 4 steps are 999, 749, 499, 249); ``zero_terminal_snr`` samples
+    with the rescaled schedule a run trained with ``model.zero_terminal_snr`` used;
+    ``strength`` is set for image-to-image runs only."""
 
-    steps: int = 25
-    guidance_scale: float = 5.0
+    steps: int | None = None
+    guidance_scale: float | None = None
     resolution: int | None = None
     negative_prompt: str | None = None
     scheduler: str = "default"
@@ -67,8 +69,27 @@ class SamplerSettings:
     zero_terminal_snr: bool = False
     strength: float | None = None
 
+    def with_pipeline_defaults(self, model: Path) -> SamplerSettings:
+        """These settings with an unset ``steps`` or ``guidance_scale`` taken from the defaults of
+        the text-to-image pipeline ``model`` is (read from its ``__call__``, so they follow
+        diffusers): SDXL gets its base model's refiner-free sampling, 50 steps at guidance 5.0."""
+        if self.steps is not None and self.guidance_scale is not None:
+            return self
+        from prefdiff.models import backbone_class
+
+        parameters = inspect.signature(backbone_class(model).pipeline_class().__call__).parameters
+        return replace(
+            self,
+            steps=self.steps if self.steps is not None else int(parameters["num_inference_steps"].default),
+            guidance_scale=(
+                self.guidance_scale if self.guidance_scale is not None else float(parameters["guidance_scale"].default)
+            ),
+        )
+
     def check(self) -> None:
-        """Clear errors for settings no pipeline can run."""
+        """Clear errors for settings no pipeline can run (after :meth:`with_pipeline_defaults`)."""
+        if self.steps is None or self.guidance_scale is None:
+            raise ValueError("resolve the pipeline's defaults (with_pipeline_defaults) before checking")
         if self.steps < 1:
             raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
         if self.timestep_spacing is not None and self.timestep_spacing not in TIMESTEP_SPACINGS:
@@ -232,6 +253,8 @@ def run_jobs(
     state = process_state()
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for job in jobs if not (out / job.file).exists()]
+    if len(todo) < len(jobs):
+        _check_same_request(out, model, lora, denoiser, settings)
     if state is not None:
         state.wait_for_everyone()  # every process has listed the same missing images before any is written
         todo = todo[state.process_index :: state.num_processes]
@@ -280,6 +303,44 @@ def run_jobs(
     if state is not None:
         state.wait_for_everyone()  # the others read nothing before the manifest is whole
     return [out / job.file for job in jobs]
+
+
+def _check_same_request(
+    out: Path, model: Path, lora: Path | None, denoiser: Path | None, settings: SamplerSettings
+) -> None:
+    """A rerun into a folder that already holds images must ask for them as they were made
+    (the same weights and sampler settings, as its manifest records), or the folder would mix
+    two runs under one manifest; refused naming the first setting that differs."""
+    from prefdiff.manifests import SAMPLER_DEFAULTS, SAMPLER_KEYS
+
+    manifest = out / "manifest.jsonl"
+    if not manifest.is_file():
+        return
+    first = next((line for line in manifest.read_text().splitlines() if line.strip()), None)
+    if first is None:
+        return
+    made = json.loads(first)
+    asked: dict[str, Any] = {
+        "model": str(model),
+        "lora": str(lora) if lora else None,
+        "unet": str(denoiser) if denoiser else None,
+        **settings.recorded(),
+    }
+    keys = ["model", "lora", "unet", *SAMPLER_KEYS]
+    if settings.resolution is None:
+        keys.remove("resolution")  # the native size, settled when the pipeline loads
+    for key in keys:
+        before, now = made.get(key, SAMPLER_DEFAULTS.get(key)), asked.get(key, SAMPLER_DEFAULTS.get(key))
+        if key in ("model", "lora", "unet") and before is not None and now is not None:
+            same = Path(before).resolve() == Path(now).resolve()  # however the path was spelt
+        else:
+            same = before == now
+        if not same:
+            flag = {"unet": "denoiser"}.get(key, key).replace("_", "-")
+            raise ConfigError(
+                f"{out} already holds images made with {key}={before!r} ({manifest}); this run asks for "
+                f"{key}={now!r}: write to a new --out, or rerun with --{flag} as before to finish that run"
+            )
 
 
 def _place(pipe: Any, placement: Placement, device: torch.device, dtype: torch.dtype) -> None:
@@ -366,8 +427,8 @@ def generate_pngs(
     out: Path,
     lora: Path | None = None,
     denoiser: Path | None = None,
-    steps: int = 25,
-    guidance_scale: float = 5.0,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
     resolution: int | None = None,
     negative_prompt: str | None = None,
     scheduler: str = "default",
@@ -384,6 +445,7 @@ def generate_pngs(
         for i, seed in enumerate(seeds)
     ]
     settings = settings or SamplerSettings(steps, guidance_scale, resolution, negative_prompt, scheduler)
+    settings = settings.with_pipeline_defaults(model)
     _check_request(settings, init_images)
     jobs = _with_layouts(jobs, init_images, prompts)
     return run_jobs(jobs, out, model, lora, denoiser, settings, batch_size, placement)
@@ -411,7 +473,7 @@ def generate_prompt_set(
 
     if images_per_prompt < 1:
         raise ConfigError(f"--images-per-prompt must be >= 1 (got {images_per_prompt})")
-    settings = settings or SamplerSettings()
+    settings = (settings or SamplerSettings()).with_pipeline_defaults(model)
     _check_request(settings, init_images)
     layouts = None
     same_file = prompts_file is None or init_images is not None and prompts_file.resolve() == init_images.resolve()

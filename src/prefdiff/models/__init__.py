@@ -31,6 +31,12 @@ def backbone_class(path: str | Path) -> type[Backbone]:
         if class_name in cls.pipeline_classes:
             return cls
     supported = ", ".join(f"{name} ({', '.join(cls.pipeline_classes)})" for name, cls in BACKBONES.items())
+    if class_name == "StableDiffusionXLImg2ImgPipeline":  # how the SDXL refiner is saved
+        raise ModelLoadError(
+            f"{path}: model_index.json names StableDiffusionXLImg2ImgPipeline, the SDXL refiner's class; prefdiff "
+            "tunes and samples the SDXL base on its own, without a refiner: give the base pipeline's directory "
+            "(StableDiffusionXLPipeline; its SDEdit runs use --init-images)"
+        )
     raise ModelLoadError(
         f"{path}: model_index.json names pipeline class {class_name!r}; prefdiff supports the families {supported}"
     )
