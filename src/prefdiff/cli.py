@@ -182,7 +182,13 @@ def generate(
     steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
     guidance_scale: Annotated[float | None, typer.Option(help=GUIDANCE_HELP)] = None,
     resolution: Annotated[
-        int | None, typer.Option(help="Image size in pixels (default: the UNet's native size).")
+        int | None, typer.Option(help="Image size in pixels, square (default: the denoiser's native size).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Image width in pixels, for images that are not square (default: --resolution).")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Image height in pixels, for images that are not square (default: --resolution).")
     ] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
     scheduler: Annotated[
@@ -235,8 +241,9 @@ def generate(
     if prompt is not None and prompts is not None or (prompt is None and prompts is None and not layouts_are_prompts):
         raise PrefdiffError("give either --prompt (one or more) or --prompts FILE (or --init-images a .jsonl)")
     settings = SamplerSettings(
-        steps, guidance_scale, resolution, negative_prompt, scheduler, timestep_spacing, zero_terminal_snr, strength
-    )
+        steps, guidance_scale, resolution, negative_prompt, scheduler, timestep_spacing, zero_terminal_snr, strength,
+        width, height,
+    )  # fmt: skip
     if prompt is None:
         base_seed = (seed or [0])[0]
         paths = generate_prompt_set(

@@ -38,6 +38,8 @@ SAMPLER_KEYS = (
     "timestep_spacing",
     "zero_terminal_snr",
     "strength",
+    "width",
+    "height",
 )
 """The manifest keys that say how an image was sampled (absent counts as null, or as its
 :data:`SAMPLER_DEFAULTS` entry)."""

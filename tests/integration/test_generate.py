@@ -59,6 +59,30 @@ def test_unset_steps_and_guidance_are_each_pipelines_own(tiny_sd, tiny_sdxl, tin
     assert (record["steps"], record["guidance_scale"], record["resolution"]) == (50, 2.0, 64)  # its native size
 
 
+def test_width_and_height_make_images_that_are_not_square(tiny_sd, tmp_path):
+    wide = SamplerSettings(steps=2, resolution=32, width=48)
+    paths = generate_pngs(tiny_sd, PROMPTS[:1], [1], tmp_path / "wide", settings=wide)
+    assert Image.open(paths[0]).size == (48, 32)
+    record = json.loads((tmp_path / "wide" / "manifest.jsonl").read_text())
+    assert (record["width"], record.get("height"), record["resolution"]) == (48, None, 32)
+    layout = _layouts(tmp_path / "layouts", 1)[0]
+    for strength in (0.0, 0.5):  # the layout itself, resized; and SDEdit from it
+        tall = SamplerSettings(steps=2, width=32, height=40, strength=strength)
+        out = generate_pngs(tiny_sd, PROMPTS[:1], [1], tmp_path / f"tall_{strength}", settings=tall, init_images=layout)
+        assert Image.open(out[0]).size == (32, 40)
+    square = generate_pngs(
+        tiny_sd, PROMPTS[:1], [1], tmp_path / "square", settings=SamplerSettings(2, width=32, height=32)
+    )
+    record = json.loads((tmp_path / "square" / "manifest.jsonl").read_text())
+    assert Image.open(square[0]).size == (32, 32) and record["resolution"] == 32 and "width" not in record
+    generate_pngs(tiny_sd, PROMPTS[:1], [1], tmp_path / "plain", settings=SamplerSettings(2, resolution=32))
+    pair_runs(tmp_path / "square", tmp_path / "plain")  # the same square images however asked for
+    with pytest.raises(DataError, match="sampler setting 'width'"):
+        pair_runs(tmp_path / "wide", tmp_path / "plain")
+    with pytest.raises(ConfigError, match="--height must be a multiple of 8"):
+        generate_pngs(tiny_sd, PROMPTS[:1], [1], tmp_path / "odd", settings=SamplerSettings(2, height=30))
+
+
 def test_an_sdxl_refiner_directory_is_refused_for_the_base(tmp_path):
     from prefdiff.errors import ModelLoadError
 

@@ -58,7 +58,8 @@ class SamplerSettings:
     7.5, 5.0, 7.0 and 3.5). ``timestep_spacing`` None keeps the pipeline scheduler's own
     (SDXL-Turbo's is trailing: 4 steps are 999, 749, 499, 249); ``zero_terminal_snr`` samples
     with the rescaled schedule a run trained with ``model.zero_terminal_snr`` used;
-    ``strength`` is set for image-to-image runs only."""
+    ``strength`` is set for image-to-image runs only. ``width`` and ``height`` make an image
+    that is not square: each replaces ``resolution`` (or the native size) on its side."""
 
     steps: int | None = None
     guidance_scale: float | None = None
@@ -68,11 +69,15 @@ class SamplerSettings:
     timestep_spacing: str | None = None
     zero_terminal_snr: bool = False
     strength: float | None = None
+    width: int | None = None
+    height: int | None = None
 
     def with_pipeline_defaults(self, model: Path) -> SamplerSettings:
         """These settings with an unset ``steps`` or ``guidance_scale`` taken from the defaults of
         the text-to-image pipeline ``model`` is (read from its ``__call__``, so they follow
         diffusers): SDXL gets its base model's refiner-free sampling, 50 steps at guidance 5.0."""
+        if self.width is not None and self.width == self.height:  # square after all: one size, as --resolution
+            return replace(self, resolution=self.width, width=None, height=None).with_pipeline_defaults(model)
         if self.steps is not None and self.guidance_scale is not None:
             return self
         from prefdiff.models import backbone_class
@@ -92,6 +97,9 @@ class SamplerSettings:
             raise ValueError("resolve the pipeline's defaults (with_pipeline_defaults) before checking")
         if self.steps < 1:
             raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
+        for name, value in (("--resolution", self.resolution), ("--width", self.width), ("--height", self.height)):
+            if value is not None and (value < 8 or value % 8):
+                raise ConfigError(f"{name} must be a multiple of 8 of at least 8 pixels (got {value})")
         if self.timestep_spacing is not None and self.timestep_spacing not in TIMESTEP_SPACINGS:
             raise ConfigError(
                 f"--timestep-spacing {self.timestep_spacing!r}: expected one of {', '.join(TIMESTEP_SPACINGS)}"
@@ -109,7 +117,8 @@ class SamplerSettings:
         """The manifest's sampler fields; the image-to-image and few-step ones only when set, so a
         text-to-image manifest reads as it always has."""
         fields = asdict(self)
-        for key, unset in (("timestep_spacing", None), ("zero_terminal_snr", False), ("strength", None)):
+        optional = (("timestep_spacing", None), ("zero_terminal_snr", False), ("strength", None))
+        for key, unset in (*optional, ("width", None), ("height", None)):
             if fields[key] == unset:
                 fields.pop(key)
         return fields
@@ -369,22 +378,25 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _layout(job: Job, size: int) -> Image.Image:
+def _layout(job: Job, width: int, height: int) -> Image.Image:
     from PIL import Image
 
     from prefdiff.data.schema import open_image
 
     assert job.init_image is not None
-    return open_image(Path(job.init_image), f"layout {job.init_image}").resize((size, size), Image.Resampling.BICUBIC)
+    layout = open_image(Path(job.init_image), f"layout {job.init_image}")
+    return layout.resize((width, height), Image.Resampling.BICUBIC)
 
 
 def _sample(
     pipe: Any, batch: list[Job], settings: SamplerSettings, size: int, prompt_settings: dict[str, Any]
 ) -> list[Image.Image]:
     """One pipeline call for ``batch``: each image from its own seed's generator (so batching
-    does not change it), from its layout when the run is image-to-image."""
+    does not change it), from its layout when the run is image-to-image; ``size`` on each side
+    that ``settings.width`` / ``height`` leave unset."""
+    width, height = settings.width or size, settings.height or size
     if settings.strength == 0:
-        return [_layout(job, size) for job in batch]  # no noise added, no step taken
+        return [_layout(job, width, height) for job in batch]  # no noise added, no step taken
     call: dict[str, Any] = {
         "negative_prompt": [settings.negative_prompt] * len(batch) if settings.negative_prompt else None,
         "num_inference_steps": settings.steps,
@@ -393,11 +405,11 @@ def _sample(
         **prompt_settings,
     }
     if settings.strength is not None:
-        call.update(image=[_layout(job, size) for job in batch], strength=settings.strength)
+        call.update(image=[_layout(job, width, height) for job in batch], strength=settings.strength)
     if settings.strength is None or "height" in inspect.signature(pipe.__call__).parameters:
         # SD and SDXL image-to-image take the size from the (resized) layout; SD3 and FLUX resize
         # it to their default size unless told
-        call.update(height=size, width=size)
+        call.update(height=height, width=width)
     return list(pipe([job.prompt for job in batch], **call).images)
 
 
